@@ -1,0 +1,222 @@
+"""Scheduler configuration: one typed object, loadable from a Soma-Workflow INI section.
+
+A :class:`SchedulerConfig` carries what every backend may need (native
+specification, parallel-job settings, local CPU counts, DRMS command
+timeouts, the out-of-container bridge). Backend-specific keys go in
+``options``. :func:`load_config` reads a Soma-Workflow resource section;
+keys Soma-Workflow uses only in its engine or client are accepted and
+ignored, anything else is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import configparser
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = ["BridgeConfig", "SchedulerConfig", "load_config", "PARALLEL_CONFIG_KEYS"]
+
+#: Soma-Workflow's parallel-job keys (collected into ``parallel_job_config``).
+PARALLEL_CONFIG_KEYS = (
+    "drmaa_native_specification",
+    "drmaa_job_category",
+    "PARALLEL_ENV_MPI_BIN",
+    "PARALLEL_ENV_NODE_FILE",
+    "MPI",
+    "OpenMP",
+    "native",
+)
+
+# Keys of a Soma-Workflow resource section that concern its engine, client or
+# file transfers, not the scheduler: accepted and ignored.
+_IGNORED_SW_KEYS = frozenset(
+    k.lower()
+    for k in (
+        "SUBMITTING_MACHINES", "CLUSTER_ADDRESS", "QUEUES", "LOGIN", "LIGHT_MODE",
+        "ENGINE_LOG_DIR", "ENGINE_LOG_FORMAT", "ENGINE_LOG_LEVEL", "SERVER_LOG_FILE",
+        "SERVER_LOG_FORMAT", "SERVER_LOG_LEVEL", "SERVER_NAME", "DATABASE_FILE",
+        "TRANSFERED_FILES_DIR", "NAME_SERVER_HOST", "MAX_JOB_IN_QUEUE", "MAX_JOB_RUNNING",
+        "PATH_TRANSLATION_FILES", "DRMAA_IMPLEMENTATION", "CONTAINER_COMMAND",
+        "ALLOWED_PYTHON_VERSIONS", "SHARED_TEMPORARY_DIR", "RESOURCE_ID", "INSTALLED",
+        "MPI_JOB_TIMEOUT", "MPI_LOG_DIR", "MPI_LOG_FORMAT", "SCHEDULER_CONFIG",
+    )
+)
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """How DRMS client commands reach the host when we run inside a container.
+
+    ``mode``: ``"auto"`` (detect, see :mod:`soma_schedulers.runner`),
+    ``"none"`` (run commands here), ``"prefix"`` (prepend ``prefix``; each
+    argument stays one argv item, e.g. ``docker exec -i NAME``) or ``"ssh"``
+    (``ssh`` to ``host``; arguments are quoted for the remote shell).
+    """
+
+    mode: str = "auto"
+    prefix: tuple[str, ...] = ()
+    host: str | None = None
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    ssh_options: tuple[str, ...] = ()
+    shared_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("auto", "none", "prefix", "ssh"):
+            raise ConfigurationError(
+                f"bridge mode {self.mode!r} is not one of auto, none, prefix, ssh"
+            )
+        if self.mode == "prefix" and not self.prefix:
+            raise ConfigurationError("bridge mode 'prefix' needs a non-empty prefix")
+        if self.port is not None and not (0 < self.port < 65536):
+            raise ConfigurationError(f"bridge port {self.port} is out of range")
+        object.__setattr__(self, "prefix", tuple(self.prefix))
+        object.__setattr__(self, "ssh_options", tuple(self.ssh_options))
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Everything a scheduler is built from (see :func:`soma_schedulers.scheduler.build_scheduler`)."""
+
+    scheduler_type: str | None = None
+    native_specification: str | tuple[str, ...] | None = None
+    parallel_job_config: Mapping[str, str] = field(default_factory=dict)
+    cpu_nb: int = 0
+    max_cpu_nb: int = 0
+    interval: float = 0.05
+    command_timeout: float = 60.0
+    command_retries: int = 2
+    status_cache_seconds: float = 0.5
+    undetermined_timeout: float = 300.0
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("cpu_nb", "max_cpu_nb", "command_retries"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("interval", "command_timeout", "status_cache_seconds", "undetermined_timeout"):
+            if not getattr(self, name) > 0 and not (name == "status_cache_seconds" and getattr(self, name) == 0):
+                raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)}")
+        object.__setattr__(self, "parallel_job_config", dict(self.parallel_job_config))
+        object.__setattr__(self, "options", dict(self.options))
+
+    # Soma-Workflow's Configuration accessors, so a backend's build_scheduler
+    # can be given either this object or a soma_workflow Configuration.
+    def get_scheduler_type(self) -> str | None:
+        return self.scheduler_type
+
+    def get_native_specification(self) -> str | tuple[str, ...] | None:
+        return self.native_specification
+
+    def get_parallel_job_config(self) -> dict[str, str]:
+        return dict(self.parallel_job_config)
+
+
+def _int(key: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigurationError(f"{key} must be an integer, got {value!r}") from None
+
+
+def _float(key: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigurationError(f"{key} must be a number, got {value!r}") from None
+
+
+def config_from_mapping(values: Mapping[str, str], *, source: str = "configuration") -> SchedulerConfig:
+    """Build a :class:`SchedulerConfig` from Soma-Workflow-style keys (case-insensitive)."""
+    kw: dict[str, Any] = {}
+    bridge: dict[str, Any] = {}
+    parallel: dict[str, str] = {}
+    options: dict[str, Any] = {}
+    parallel_lower = {k.lower(): k for k in PARALLEL_CONFIG_KEYS}
+    for raw_key, value in values.items():
+        key = raw_key.lower()
+        value = value.strip()
+        if key == "scheduler_type":
+            kw["scheduler_type"] = value
+        elif key == "native_specification":
+            kw["native_specification"] = value or None
+        elif key in parallel_lower:
+            parallel[parallel_lower[key]] = value
+        elif key == "cpu_nb":
+            kw["cpu_nb"] = _int(raw_key, value)
+        elif key == "max_cpu_nb":
+            kw["max_cpu_nb"] = _int(raw_key, value)
+        elif key == "scheduler_interval":
+            kw["interval"] = _float(raw_key, value)
+        elif key == "command_timeout":
+            kw["command_timeout"] = _float(raw_key, value)
+        elif key == "command_retries":
+            kw["command_retries"] = _int(raw_key, value)
+        elif key == "status_cache_seconds":
+            kw["status_cache_seconds"] = _float(raw_key, value)
+        elif key == "undetermined_timeout":
+            kw["undetermined_timeout"] = _float(raw_key, value)
+        elif key == "out_of_container":
+            bridge["mode"] = value.lower()
+        elif key == "bridge_command":
+            bridge["prefix"] = tuple(shlex.split(value))
+            bridge.setdefault("mode", "prefix")
+        elif key == "bridge_ssh_host":
+            bridge["host"] = value
+            bridge.setdefault("mode", "ssh")
+        elif key == "bridge_ssh_user":
+            bridge["user"] = value
+        elif key == "bridge_ssh_port":
+            bridge["port"] = _int(raw_key, value)
+        elif key == "bridge_ssh_identity":
+            bridge["identity_file"] = value
+        elif key == "bridge_ssh_options":
+            bridge["ssh_options"] = tuple(shlex.split(value))
+        elif key == "bridge_shared_dir":
+            bridge["shared_dir"] = value
+        elif key.startswith("option_"):
+            options[raw_key[len("option_"):].lower()] = value
+        elif key in _IGNORED_SW_KEYS:
+            continue
+        else:
+            raise ConfigurationError(f"unknown key {raw_key!r} in {source}")
+    if parallel:
+        kw["parallel_job_config"] = parallel
+    if options:
+        kw["options"] = options
+    if bridge:
+        kw["bridge"] = BridgeConfig(**bridge)
+    return SchedulerConfig(**kw)
+
+
+def load_config(path: str | Path, section: str | None = None) -> SchedulerConfig:
+    """Load one section of a Soma-Workflow-style INI file.
+
+    Without ``section``, the file must have exactly one section.
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except configparser.Error as exc:
+        raise ConfigurationError(f"malformed configuration file {path}: {exc}") from None
+    sections = parser.sections()
+    if section is None:
+        if len(sections) != 1:
+            raise ConfigurationError(
+                f"{path} has {len(sections)} sections ({', '.join(sections) or 'none'}); name one"
+            )
+        section = sections[0]
+    if section not in sections:
+        raise ConfigurationError(f"{path} has no section [{section}] (sections: {', '.join(sections)})")
+    return config_from_mapping(dict(parser[section]), source=f"{path} [{section}]")

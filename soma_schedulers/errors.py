@@ -1,0 +1,75 @@
+"""The error family of soma_schedulers: every error the library raises is a :class:`DRMError`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class DRMError(Exception):
+    """Base class of every error raised by soma_schedulers (Soma-Workflow's name)."""
+
+
+class ConfigurationError(DRMError, ValueError):
+    """A configuration key or value is unknown or malformed."""
+
+
+class UnknownSchedulerTypeError(ConfigurationError, LookupError):
+    """No scheduler implementation is registered under the requested type name."""
+
+    def __init__(self, scheduler_type: str, known: Sequence[str]) -> None:
+        self.scheduler_type = scheduler_type
+        self.known = tuple(known)
+        super().__init__(
+            f"unknown scheduler type {scheduler_type!r}; known types: {', '.join(self.known)}"
+        )
+
+
+class SchedulerUnavailableError(DRMError):
+    """The scheduler type exists but cannot work here (missing library or command)."""
+
+
+class JobSpecError(DRMError, ValueError):
+    """A job description is invalid (empty command, wrong field type, ...)."""
+
+
+class UnknownJobError(DRMError, KeyError):
+    """The job id was never returned by this scheduler instance."""
+
+    def __init__(self, job_id: object) -> None:
+        self.job_id = job_id
+        super().__init__(f"unknown job id {job_id!r}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class SubmissionError(DRMError):
+    """The DRMS refused a job; the message is the DRMS's own."""
+
+
+class CommandError(DRMError):
+    """A DRMS command exited with an error."""
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str, stdout: str = "") -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        self.stdout = stdout
+        detail = stderr.strip() or stdout.strip() or "no output"
+        super().__init__(f"command {self.argv[0] if self.argv else '?'!s} failed (exit {returncode}): {detail}")
+
+
+class CommandTimeoutError(CommandError):
+    """A DRMS command did not answer within its timeout."""
+
+    def __init__(self, argv: Sequence[str], timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(argv, None, f"no answer within {timeout:g} s")
+
+
+class CommandNotFoundError(CommandError):
+    """A DRMS client command is not installed (locally or on the bridged host)."""
+
+
+class BridgeError(CommandError):
+    """The out-of-container bridge (ssh or another prefix) could not reach the host."""

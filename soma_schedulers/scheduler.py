@@ -1,0 +1,245 @@
+"""The abstract Scheduler API (Soma-Workflow's), and how a type name becomes a class.
+
+A backend subclasses :class:`Scheduler` and implements the four job
+methods plus ``build_scheduler``. Types are found among the built-in
+backends and in the entry-point group ``soma_schedulers.schedulers``.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, NamedTuple
+
+from .config import SchedulerConfig, config_from_mapping, load_config
+from .errors import ConfigurationError, DRMError, SchedulerUnavailableError, UnknownSchedulerTypeError
+
+__all__ = [
+    "CAPABILITIES",
+    "ExitInfo",
+    "Scheduler",
+    "build_scheduler",
+    "get_scheduler_implementation",
+    "get_schedulers_list",
+    "ENTRY_POINT_GROUP",
+]
+
+ENTRY_POINT_GROUP = "soma_schedulers.schedulers"
+
+#: Optional features a backend may lack; the conformance suite skips a case
+#: only when the backend leaves the capability out of ``capabilities``.
+CAPABILITIES = frozenset(
+    {
+        "stdin",  # honours Job.stdin
+        "join",  # honours Job.join_stderrout
+        "stdout_stderr",  # honours Job.stdout_file / stderr_file
+        "working_directory",
+        "env",
+        "job_name",
+        "hold",  # Job.hold: jobs wait, held, until killed
+        "resource_usage",  # reports cput/walltime/mem
+        "exit_signal",  # tells a job that died of a signal from one that exited
+        "launch_errors",  # missing executable / bad cwd end as failed/aborted
+    }
+)
+
+_BUILTIN_TYPES: dict[str, str] = {
+    "local_basic": "soma_schedulers.schedulers.local_scheduler:ConfiguredLocalScheduler",
+    "local": "soma_schedulers.schedulers.local_scheduler:ConfiguredLocalScheduler",
+    "slurm": "soma_schedulers.schedulers.slurm_scheduler:SlurmScheduler",
+}
+
+
+class ExitInfo(NamedTuple):
+    """What :meth:`Scheduler.get_job_exit_info` returns (a plain 4-tuple to callers)."""
+
+    exit_status: str
+    exit_value: int | None
+    term_sig: int | None
+    resource_usage: bytes | None
+
+
+class Scheduler(abc.ABC):
+    """Submit, kill and follow jobs on one computing resource.
+
+    The contract every subclass keeps is in ``docs/contract.md``: ids are
+    ``str``; ``job_submission`` returns one id (or ``None``) per job, in
+    order; exit info can be read any number of times; unknown ids raise
+    :class:`~soma_schedulers.errors.UnknownJobError`. An instance is
+    thread safe and a context manager (``clean()`` on exit).
+    """
+
+    #: Type name under which the class is registered (informative).
+    scheduler_type: ClassVar[str] = ""
+    #: Features from :data:`CAPABILITIES` this backend honours.
+    capabilities: ClassVar[frozenset[str]] = CAPABILITIES
+
+    parallel_job_submission_info: dict[str, str] | None = None
+    logger: logging.Logger | None = None
+    is_sleeping: bool = False
+
+    def __init__(self) -> None:
+        self.parallel_job_submission_info = None
+        self.logger = logging.getLogger(f"soma_schedulers.{type(self).__name__}")
+        self.is_sleeping = False
+        self.jobs_finished_event = threading.Event()
+        self._tls = threading.local()
+
+    # -- engine compatibility ------------------------------------------------
+    def sleep(self) -> None:
+        """Release DRMS sessions while the engine idles (see :meth:`wake`)."""
+        self.is_sleeping = True
+
+    def wake(self) -> None:
+        """Reopen what :meth:`sleep` released."""
+        self.is_sleeping = False
+
+    def clean(self) -> None:
+        """Release threads and temporary files. The instance is unusable afterwards."""
+
+    def __enter__(self) -> Scheduler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.clean()
+
+    # -- the four job methods --------------------------------------------------
+    @abc.abstractmethod
+    def job_submission(self, jobs: Sequence[Any], signal_end: bool = True) -> list[str | None]:
+        """Submit ``jobs``; return their ids in order, ``None`` for a job that could not be submitted.
+
+        The reason for each ``None`` is logged at ERROR and kept in
+        :attr:`last_submission_errors`.
+        """
+
+    @abc.abstractmethod
+    def get_job_status(self, scheduler_job_id: str) -> str:
+        """Return the job's status, one of :data:`soma_schedulers.constants.JOB_STATUS`."""
+
+    @abc.abstractmethod
+    def get_job_exit_info(self, scheduler_job_id: str) -> ExitInfo:
+        """Return ``(exit_status, exit_value, term_sig, resource_usage)`` of an ended job."""
+
+    @abc.abstractmethod
+    def kill_job(self, scheduler_job_id: str) -> None:
+        """Kill a queued or running job; a finished job is left as it is."""
+
+    # -- batched queries -------------------------------------------------------
+    def get_jobs_status(self, scheduler_job_ids: Iterable[str]) -> dict[str, str]:
+        """Status of several jobs at once (command-line backends: one DRMS call)."""
+        return {i: self.get_job_status(i) for i in scheduler_job_ids}
+
+    def get_jobs_exit_info(self, scheduler_job_ids: Iterable[str]) -> dict[str, ExitInfo]:
+        """Exit info of several ended jobs at once."""
+        return {i: self.get_job_exit_info(i) for i in scheduler_job_ids}
+
+    # -- submission errors -----------------------------------------------------
+    @property
+    def last_submission_errors(self) -> list[str | None]:
+        """Per job of this thread's last ``job_submission`` call: ``None`` or why it failed."""
+        return list(getattr(self._tls, "errors", []))
+
+    def _set_submission_errors(self, errors: list[str | None]) -> None:
+        self._tls.errors = errors
+        for i, err in enumerate(errors):
+            if err is not None and self.logger is not None:
+                self.logger.error("job %d of the submission was not submitted: %s", i, err)
+
+    # -- construction ------------------------------------------------------------
+    @classmethod
+    def build_scheduler(cls, config: Any) -> Scheduler:
+        """Create an instance from a configuration (see :func:`build_scheduler`)."""
+        raise NotImplementedError(f"{cls.__name__} does not implement build_scheduler")
+
+
+def _load(target: str, scheduler_type: str) -> type[Scheduler]:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SchedulerUnavailableError(
+            f"scheduler type {scheduler_type!r} cannot be loaded: {exc}"
+        ) from exc
+    cls = getattr(module, attr)
+    if not (isinstance(cls, type) and issubclass(cls, Scheduler)):
+        raise ConfigurationError(f"{target} is not a Scheduler subclass")
+    return cls
+
+
+def _entry_points() -> dict[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def known_scheduler_types() -> list[str]:
+    """Every type name: built-in ones and those registered through entry points."""
+    return sorted(set(_BUILTIN_TYPES) | set(_entry_points()))
+
+
+def get_scheduler_implementation(scheduler_type: str) -> type[Scheduler]:
+    """Return the Scheduler class for a type name (``local_basic``, ``slurm``, ...)."""
+    if scheduler_type in _BUILTIN_TYPES:
+        return _load(_BUILTIN_TYPES[scheduler_type], scheduler_type)
+    eps = _entry_points()
+    if scheduler_type in eps:
+        try:
+            cls = eps[scheduler_type].load()
+        except ImportError as exc:
+            raise SchedulerUnavailableError(
+                f"scheduler type {scheduler_type!r} cannot be loaded: {exc}"
+            ) from exc
+        if not (isinstance(cls, type) and issubclass(cls, Scheduler)):
+            raise ConfigurationError(
+                f"entry point {scheduler_type!r} does not name a Scheduler subclass"
+            )
+        return cls
+    raise UnknownSchedulerTypeError(scheduler_type, known_scheduler_types())
+
+
+def get_schedulers_list() -> list[tuple[str, bool]]:
+    """``(type, usable)`` for every known type, as Soma-Workflow's function."""
+    result = []
+    for name in known_scheduler_types():
+        try:
+            get_scheduler_implementation(name)
+            result.append((name, True))
+        except DRMError:
+            result.append((name, False))
+    return result
+
+
+def coerce_config(config: Any) -> Any:
+    """Turn ``None``, a mapping or an INI path into a :class:`SchedulerConfig`; keep other objects."""
+    if config is None:
+        return SchedulerConfig()
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    if isinstance(config, Mapping):
+        return config_from_mapping(config)
+    return config
+
+
+def build_scheduler(scheduler_type: str, config: Any = None) -> Scheduler:
+    """Build a scheduler of ``scheduler_type`` from ``config``.
+
+    ``config`` is a :class:`SchedulerConfig`, ``None`` (defaults), a mapping
+    of Soma-Workflow keys, the path of a one-section INI file, or a
+    Soma-Workflow ``Configuration`` object.
+    """
+    cls = get_scheduler_implementation(scheduler_type)
+    cfg = coerce_config(config)
+    if isinstance(cfg, SchedulerConfig) and cfg.scheduler_type is None:
+        from dataclasses import replace
+
+        cfg = replace(cfg, scheduler_type=scheduler_type)
+    return cls.build_scheduler(cfg)
