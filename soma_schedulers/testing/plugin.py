@@ -20,6 +20,9 @@ from typing import Any
 
 import pytest
 
+# The suite's asserts must explain themselves even from an editable install.
+pytest.register_assert_rewrite("soma_schedulers.testing.suite")
+
 from ..config import BridgeConfig, SchedulerConfig, load_config
 from ..errors import DRMError
 from ..scheduler import build_scheduler

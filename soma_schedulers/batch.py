@@ -1,0 +1,289 @@
+"""What every command-line backend (Slurm, PBS, Torque, ...) shares.
+
+A subclass says how to submit one job, how to ask the DRMS about a set of
+jobs in one call, and how to cancel one. This class keeps the job table,
+the status cache (so a poll cycle costs one DRMS query however many jobs
+are asked about, from however many threads), the end-state rules of the
+contract (kills, launch errors, DRMS aborts), and the policy for a DRMS
+that cannot be asked: ``undetermined`` for at most ``undetermined_timeout``
+seconds, then ``failed``/``aborted`` with the reason kept.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from . import constants as C
+from .config import SchedulerConfig
+from .errors import CommandError, DRMError, JobSpecError, UnknownJobError
+from .job import Job, as_job
+from .runner import CommandRunner
+from .scheduler import ExitInfo, Scheduler
+
+__all__ = ["CommandLineScheduler", "Observation"]
+
+
+@dataclass
+class Observation:
+    """What one DRMS query says about one job.
+
+    ``status`` is a contract status while the job lives. For an ended job
+    (``ended=True``): ``exit_code``/``term_sig`` as the DRMS reports them,
+    ``cancelled`` when it was deleted/cancelled, ``aborted`` with the DRMS's
+    reason when the DRMS ended it (time or memory limit, node failure),
+    ``launch_error`` when the job script could not start the command,
+    ``started`` whether it ever ran (None: unknown), and ``usage`` bytes.
+    """
+
+    status: str = C.UNDETERMINED
+    ended: bool = False
+    exit_code: int | None = None
+    term_sig: int | None = None
+    cancelled: bool = False
+    aborted: str | None = None
+    launch_error: str | None = None
+    started: bool | None = None
+    usage: bytes | None = None
+
+
+class _Rec:
+    __slots__ = ("id", "status", "exit_info", "kill_state", "undetermined_since", "error",
+                 "signal_end", "hold")
+
+    def __init__(self, job_id: str, hold: bool, signal_end: bool) -> None:
+        self.id = job_id
+        self.hold = hold
+        self.status: str = C.USER_ON_HOLD if hold else C.QUEUED_ACTIVE
+        self.exit_info: ExitInfo | None = None
+        self.kill_state: str | None = None  # "waiting" or "running" when kill_job was called
+        self.undetermined_since: float | None = None
+        self.error: str | None = None
+        self.signal_end = signal_end
+
+
+class CommandLineScheduler(Scheduler):
+    """Base of the backends driven through DRMS command-line tools."""
+
+    #: A client command that must exist where commands run (bridge detection).
+    probe_command: ClassVar[str] = ""
+
+    def __init__(self, config: SchedulerConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or SchedulerConfig()
+        self.runner = CommandRunner(
+            self.config.bridge,
+            timeout=self.config.command_timeout,
+            retries=self.config.command_retries,
+            probe_command=self.probe_command or None,
+        )
+        self.parallel_job_submission_info = dict(self.config.parallel_job_config)
+        self._lock = threading.RLock()
+        self._poll_lock = threading.Lock()
+        self._records: dict[str, _Rec] = {}
+        self._polled_at = float("-inf")
+
+    # -- what a backend implements ------------------------------------------------------
+    @abc.abstractmethod
+    def _submit_one(self, job: Job) -> str:
+        """Submit one job and return its DRMS id (raise DRMError with the DRMS's message)."""
+
+    @abc.abstractmethod
+    def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
+        """Ask the DRMS about ``ids`` in O(1) calls; leave out jobs it does not know."""
+
+    @abc.abstractmethod
+    def _cancel(self, job_id: str) -> None:
+        """Ask the DRMS to delete the job (queued or running)."""
+
+    # -- helpers for backends ---------------------------------------------------------------
+    def native_specification_for(self, job: Job) -> list[str]:
+        """The job's native specification, else the configured one (as a list)."""
+        spec = job.native_spec_list
+        if spec:
+            return spec
+        configured = self.config.native_specification
+        if not configured:
+            return []
+        return [configured] if isinstance(configured, str) else list(configured)
+
+    # -- submission ------------------------------------------------------------------------------
+    def job_submission(self, jobs: Sequence[Any], signal_end: bool = True) -> list[str | None]:
+        ids: list[str | None] = []
+        errors: list[str | None] = []
+        for obj in jobs:
+            try:
+                job = as_job(obj)
+                job_id = self._submit_one(job)
+            except DRMError as exc:
+                ids.append(None)
+                errors.append(str(exc))
+                continue
+            with self._lock:
+                self._records[job_id] = _Rec(job_id, job.hold, signal_end and job.signal_end)
+            ids.append(job_id)
+            errors.append(None)
+        self._set_submission_errors(errors)
+        return ids
+
+    def track_job(self, job_id: str, signal_end: bool = True) -> None:
+        """Follow a job submitted elsewhere (another process, the command line)."""
+        with self._lock:
+            if job_id not in self._records:
+                self._records[job_id] = _Rec(job_id, False, signal_end)
+        with self._poll_lock:
+            self._polled_at = float("-inf")
+
+    # -- polling ---------------------------------------------------------------------------------------
+    def _record(self, job_id: str) -> _Rec:
+        rec = self._records.get(job_id) if isinstance(job_id, str) else None
+        if rec is None:
+            raise UnknownJobError(job_id)
+        return rec
+
+    def poll(self, force: bool = False) -> None:
+        """Refresh every unfinished job with one DRMS query (cached ``status_cache_seconds``)."""
+        with self._poll_lock:
+            now = time.monotonic()
+            if not force and now - self._polled_at < self.config.status_cache_seconds:
+                return
+            with self._lock:
+                active = [r.id for r in self._records.values() if r.exit_info is None]
+            if not active:
+                self._polled_at = now
+                return
+            try:
+                observations = self._query(active)
+            except CommandError as exc:
+                self._undetermined(active, f"cannot ask the DRMS: {exc}")
+                self._polled_at = time.monotonic()
+                return
+            self._polled_at = time.monotonic()
+            ended_any = False
+            missing = []
+            with self._lock:
+                for job_id in active:
+                    rec = self._records[job_id]
+                    obs = observations.get(job_id)
+                    if obs is None:
+                        missing.append(job_id)
+                        continue
+                    rec.undetermined_since = None
+                    if obs.ended:
+                        self._finish(rec, obs)
+                        ended_any = ended_any or rec.signal_end
+                    else:
+                        rec.status = obs.status
+            if missing:
+                self._undetermined(missing, "the DRMS no longer knows the job")
+            if ended_any:
+                self.jobs_finished_event.set()
+
+    def _undetermined(self, ids: Sequence[str], reason: str) -> None:
+        now = time.monotonic()
+        ended = False
+        with self._lock:
+            for job_id in ids:
+                rec = self._records[job_id]
+                if rec.exit_info is not None:
+                    continue
+                if rec.undetermined_since is None:
+                    rec.undetermined_since = now
+                    if self.logger:
+                        self.logger.warning("job %s: %s", job_id, reason)
+                rec.status = C.UNDETERMINED
+                if now - rec.undetermined_since >= self.config.undetermined_timeout:
+                    rec.status = C.FAILED
+                    rec.error = f"{reason} (for {self.config.undetermined_timeout:g} s)"
+                    rec.exit_info = ExitInfo(C.EXIT_ABORTED, None, None, None)
+                    ended = ended or rec.signal_end
+        if ended:
+            self.jobs_finished_event.set()
+
+    def _finish(self, rec: _Rec, obs: Observation) -> None:
+        """Apply the contract's end-state table to an ended job."""
+        if rec.kill_state is not None and (obs.cancelled or obs.term_sig is not None or obs.started is False):
+            never_ran = obs.started is False or (obs.started is None and rec.kill_state == "waiting")
+            if never_ran:
+                rec.status, rec.exit_info = C.FAILED, ExitInfo(C.EXIT_NOTRUN, None, None, None)
+            else:
+                rec.status, rec.exit_info = C.FAILED, ExitInfo(C.USER_KILLED, None, obs.term_sig, obs.usage)
+        elif obs.launch_error is not None:
+            rec.error = obs.launch_error
+            rec.status, rec.exit_info = C.FAILED, ExitInfo(C.EXIT_ABORTED, obs.exit_code, None, obs.usage)
+        elif obs.aborted is not None or obs.cancelled:
+            rec.error = obs.aborted or "cancelled outside this scheduler"
+            rec.status = C.FAILED
+            rec.exit_info = ExitInfo(C.EXIT_ABORTED, obs.exit_code, obs.term_sig, obs.usage)
+        elif obs.term_sig is not None:
+            rec.status, rec.exit_info = C.DONE, ExitInfo(C.FINISHED_TERM_SIG, None, obs.term_sig, obs.usage)
+        else:
+            rec.status = C.DONE
+            rec.exit_info = ExitInfo(C.FINISHED_REGULARLY, obs.exit_code, None, obs.usage)
+        if rec.error and self.logger:
+            self.logger.error("job %s: %s", rec.id, rec.error)
+
+    # -- the API ----------------------------------------------------------------------------------------
+    def get_jobs_status(self, scheduler_job_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(scheduler_job_ids)
+        with self._lock:
+            recs = [self._record(i) for i in ids]
+        if any(r.exit_info is None for r in recs):
+            self.poll()
+        with self._lock:
+            return {r.id: r.status for r in recs}
+
+    def get_job_status(self, scheduler_job_id: str) -> str:
+        return self.get_jobs_status([scheduler_job_id])[scheduler_job_id]
+
+    def get_jobs_exit_info(self, scheduler_job_ids: Iterable[str]) -> dict[str, ExitInfo]:
+        ids = list(scheduler_job_ids)
+        with self._lock:
+            recs = [self._record(i) for i in ids]
+        if any(r.exit_info is None for r in recs):
+            self.poll()
+        with self._lock:
+            return {r.id: r.exit_info or ExitInfo(C.EXIT_UNDETERMINED, None, None, None) for r in recs}
+
+    def get_job_exit_info(self, scheduler_job_id: str) -> ExitInfo:
+        return self.get_jobs_exit_info([scheduler_job_id])[scheduler_job_id]
+
+    def get_job_error(self, scheduler_job_id: str) -> str | None:
+        """Why the job failed to launch or was aborted (the DRMS's words), or None."""
+        with self._lock:
+            return self._record(scheduler_job_id).error
+
+    def kill_job(self, scheduler_job_id: str) -> None:
+        with self._lock:
+            rec = self._record(scheduler_job_id)
+            if rec.exit_info is not None:
+                return
+            if rec.kill_state is None:
+                rec.kill_state = "waiting" if rec.status in C.WAITING_STATES else "running"
+        try:
+            self._cancel(scheduler_job_id)
+        except CommandError as exc:
+            # The job may have ended meanwhile: the next poll tells; keep the message.
+            if self.logger:
+                self.logger.warning("cancelling job %s: %s", scheduler_job_id, exc)
+        with self._poll_lock:
+            self._polled_at = float("-inf")
+
+    def clean(self) -> None:
+        self.runner.close()
+
+    @classmethod
+    def build_scheduler(cls, config: Any) -> CommandLineScheduler:
+        if config is not None and not isinstance(config, SchedulerConfig):
+            if callable(getattr(config, "get_native_specification", None)):
+                config = SchedulerConfig(
+                    native_specification=config.get_native_specification(),
+                    parallel_job_config=config.get_parallel_job_config() or {},
+                )
+            else:
+                raise JobSpecError(f"cannot build {cls.__name__} from a {type(config).__name__}")
+        return cls(config)

@@ -1,0 +1,280 @@
+"""Slurm through its command-line tools (type ``slurm``).
+
+Submission: ``sbatch --parsable`` with the job script on stdin (nothing is
+written to disk). Polling: one ``squeue`` for every unfinished job, plus one
+``sacct`` for those that ended or left the controller's memory; without
+accounting, one ``squeue -O exit_code`` instead. Cancelling: ``scancel``.
+A job script that cannot start its command records the reason in the job's
+Comment (``scontrol update``) and exits 127, so launch errors are reported as
+``aborted`` rather than as the program's exit code.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from typing import ClassVar
+
+from .. import constants as C
+from ..batch import CommandLineScheduler, Observation
+from ..config import SchedulerConfig
+from ..errors import CommandError, SubmissionError
+from ..job import Job
+from ..scripts import LAUNCH_ERROR_EXIT, build_script
+from ..usage import format_usage, memory_to_kb, parse_hms
+
+__all__ = ["SlurmScheduler"]
+
+LAUNCH_MARK = "soma_launch_error"
+
+_ENDED = {
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+    "DEADLINE", "OUT_OF_MEMORY", "SPECIAL_EXIT", "REVOKED",
+}
+_ABORTED = {"TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "REVOKED"}
+_LIVE = {
+    "PENDING": C.QUEUED_ACTIVE,
+    "CONFIGURING": C.RUNNING,
+    "RUNNING": C.RUNNING,
+    "COMPLETING": C.RUNNING,
+    "SIGNALING": C.RUNNING,
+    "STAGE_OUT": C.RUNNING,
+    "RESIZING": C.RUNNING,
+    "SUSPENDED": C.SYSTEM_SUSPENDED,
+    "STOPPED": C.USER_SUSPENDED,
+    "REQUEUED": C.QUEUED_ACTIVE,
+    "REQUEUE_FED": C.QUEUED_ACTIVE,
+    "REQUEUE_HOLD": C.SYSTEM_ON_HOLD,
+    "RESV_DEL_HOLD": C.SYSTEM_ON_HOLD,
+}
+_NAME_BAD = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def parse_exit_code(text: str) -> tuple[int | None, int | None]:
+    """Slurm's ``code:signal`` as ``(exit_code, term_sig)`` (a 0 signal is None)."""
+    code, _, sig = text.strip().partition(":")
+    try:
+        c = int(code)
+        s = int(sig) if sig else 0
+    except ValueError:
+        return None, None
+    return (None, s) if s else (c, None)
+
+
+def decode_wait_status(raw: int) -> tuple[int | None, int | None]:
+    """A raw wait status (``squeue -O exit_code``) as ``(exit_code, term_sig)``."""
+    if raw & 0x7F:
+        return None, raw & 0x7F
+    return (raw >> 8) & 0xFF, None
+
+
+class SlurmScheduler(CommandLineScheduler):
+    """Submit and follow jobs with ``sbatch``, ``squeue``, ``sacct`` and ``scancel``."""
+
+    scheduler_type = "slurm"
+    probe_command: ClassVar[str] = "squeue"
+
+    def __init__(self, config: SchedulerConfig | None = None) -> None:
+        super().__init__(config)
+        self._accounting: bool | None = None  # unknown until sacct is first asked
+        self._comments: dict[str, str] = {}
+        self._ended_seen: dict[str, float] = {}
+        self.accounting_grace = float(self.config.options.get("accounting_grace", 10.0))
+
+    # -- submission -------------------------------------------------------------------------
+    def sbatch_argv(self, job: Job) -> list[str]:
+        """The ``sbatch`` command line for ``job`` (the script itself goes on stdin)."""
+        argv = ["sbatch", "--parsable", "--output=/dev/null", "--error=/dev/null"]
+        if job.name:
+            argv.append("--job-name=" + _NAME_BAD.sub("_", job.name))
+        if job.queue:
+            argv.append("--partition=" + job.queue)
+        if job.hold:
+            argv.append("--hold")
+        info = job.parallel_job_info
+        if info:
+            nodes = info.get("nodes_number", 1)
+            cpus = info.get("cpu_per_node", 1)
+            argv.append(f"--nodes={nodes}")
+            if str(info.get("config_name", "")).lower() == "openmp":
+                argv += ["--ntasks-per-node=1", f"--cpus-per-task={cpus}"]
+            else:
+                argv.append(f"--ntasks-per-node={cpus}")
+        return argv
+
+    def job_script(self, job: Job) -> str:
+        """The private job script: ``#SBATCH`` lines from the native specification first."""
+        directives = [f"#SBATCH {item}" for item in self.native_specification_for(job)]
+        report = (
+            'scontrol update JobId="$SLURM_JOB_ID" '
+            f'Comment="{LAUNCH_MARK}: $soma_reason" >/dev/null 2>&1'
+        )
+        return build_script(job, directives, report=report)
+
+    def _submit_one(self, job: Job) -> str:
+        script = self.job_script(job).encode("utf-8")
+        argv = self.sbatch_argv(job)
+        try:
+            result = self.runner.run(argv, input=script, retry=False)
+        except CommandError as exc:
+            raise SubmissionError(f"sbatch refused the job: {exc.stderr.strip() or exc}") from None
+        job_id = result.stdout.strip().split(";")[0]
+        if not job_id.isdigit() and not re.fullmatch(r"\d+(_\d+)?", job_id):
+            raise SubmissionError(f"sbatch gave no job id: {result.stdout.strip()!r} {result.stderr.strip()!r}")
+        return job_id
+
+    # -- polling --------------------------------------------------------------------------------
+    def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
+        import time
+
+        result: dict[str, Observation] = {}
+        ended: dict[str, str] = {}  # id -> squeue state, for jobs squeue shows as ended
+        out = self._squeue(ids)
+        for line in out.splitlines():
+            parts = line.split("|", 4)
+            if len(parts) < 5:
+                continue
+            job_id, state, reason, start, comment = parts
+            state = state.split()[0] if state else ""
+            if job_id not in ids:
+                continue
+            if comment.startswith(LAUNCH_MARK):
+                self._comments[job_id] = comment
+            if state in _ENDED:
+                ended[job_id] = state
+                self._ended_seen.setdefault(job_id, time.monotonic())
+            elif state == "PENDING":
+                if reason == "JobHeldUser":
+                    result[job_id] = Observation(C.USER_ON_HOLD)
+                elif reason == "JobHeldAdmin":
+                    result[job_id] = Observation(C.SYSTEM_ON_HOLD)
+                else:
+                    result[job_id] = Observation(C.QUEUED_ACTIVE)
+            else:
+                result[job_id] = Observation(_LIVE.get(state, C.UNDETERMINED))
+        finished = [i for i in ids if i not in result]
+        if finished:
+            result.update(self._finished(finished, ended))
+        return result
+
+    def _squeue(self, ids: Sequence[str]) -> str:
+        argv = ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%T|%r|%S|%k"]
+        try:
+            return self.runner.run(argv).stdout
+        except CommandError as exc:
+            # squeue fails when none of the ids is known any more: not an error for us.
+            if "Invalid job id" in exc.stderr:
+                return ""
+            raise
+
+    def _finished(self, ids: list[str], ended: dict[str, str]) -> dict[str, Observation]:
+        import time
+
+        obs: dict[str, Observation] = {}
+        if self._accounting is not False:
+            obs = self._sacct(ids)
+        # Jobs squeue shows as ended but accounting has not recorded yet: wait a little
+        # (exit info must be complete the first time it is given), then use squeue's.
+        late = [i for i in ids if i not in obs and i in ended]
+        if late and self._accounting:
+            now = time.monotonic()
+            late = [i for i in late if now - self._ended_seen.get(i, now) >= self.accounting_grace]
+            for i in ids:
+                if i in ended and i not in obs and i not in late:
+                    obs[i] = Observation(C.RUNNING)
+        if late:
+            obs.update(self._squeue_exit_codes(late, ended))
+        for i in obs:
+            if obs[i].ended:
+                self._comments.pop(i, None)
+                self._ended_seen.pop(i, None)
+        return obs
+
+    def _observation(self, job_id: str, state: str, code: int | None, sig: int | None,
+                     started: bool | None, usage: bytes | None) -> Observation:
+        comment = self._comments.get(job_id, "")
+        launch_error = None
+        if comment.startswith(LAUNCH_MARK) and code == LAUNCH_ERROR_EXIT:
+            launch_error = comment[len(LAUNCH_MARK) + 1:].strip() or "the command could not be started"
+        return Observation(
+            C.DONE, ended=True, exit_code=code, term_sig=sig,
+            cancelled=state == "CANCELLED",
+            aborted=f"Slurm ended the job: {state}" if state in _ABORTED else None,
+            launch_error=launch_error, started=started, usage=usage,
+        )
+
+    def _sacct(self, ids: list[str]) -> dict[str, Observation]:
+        argv = ["sacct", "-n", "-P", "-j", ",".join(ids),
+                "-o", "JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NCPUS,Comment"]
+        try:
+            out = self.runner.run(argv).stdout
+        except CommandError as exc:
+            if "accounting storage is disabled" in (exc.stderr + exc.stdout).lower():
+                self._accounting = False
+                return {}
+            raise
+        self._accounting = True
+        jobs: dict[str, list[str]] = {}
+        steps: dict[str, list[list[str]]] = {}
+        for line in out.splitlines():
+            f = line.split("|", 8)
+            if len(f) < 9:
+                continue
+            base, _, step = f[0].partition(".")
+            if step:
+                steps.setdefault(base, []).append(f)
+            else:
+                jobs[base] = f
+        result: dict[str, Observation] = {}
+        for job_id in ids:
+            f = jobs.get(job_id)
+            if f is None:
+                continue
+            state = f[1].split()[0] if f[1] else ""
+            if state not in _ENDED:
+                continue
+            if f[8].startswith(LAUNCH_MARK):
+                self._comments[job_id] = f[8]
+            code, sig = parse_exit_code(f[2])
+            started = f[3] not in ("Unknown", "None", "")
+            cput = parse_hms(f[5]) if f[5] else None
+            mem = None
+            for s in steps.get(job_id, []):
+                kb = memory_to_kb(s[6]) if s[6] else None
+                if kb is not None:
+                    mem = max(mem or 0, kb)
+                if s[5] and cput in (None, 0.0):
+                    cput = parse_hms(s[5])
+            wall = float(f[4]) if f[4].isdigit() else None
+            usage = format_usage(cput=cput, mem_kb=mem, walltime=wall,
+                                 ncpus=int(f[7]) if f[7].isdigit() else None) if started else None
+            result[job_id] = self._observation(job_id, state, code, sig, started, usage or None)
+        return result
+
+    def _squeue_exit_codes(self, ids: list[str], ended: dict[str, str]) -> dict[str, Observation]:
+        """Exit codes from squeue (raw wait status) when accounting cannot tell."""
+        argv = ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-O", "JobID:30,exit_code:16,StartTime:30"]
+        try:
+            out = self.runner.run(argv).stdout
+        except CommandError as exc:
+            if "Invalid job id" in exc.stderr:
+                return {}
+            raise
+        result: dict[str, Observation] = {}
+        for line in out.splitlines():
+            f = line.split()
+            if len(f) < 2 or f[0] not in ended or not f[1].lstrip("-").isdigit():
+                continue
+            code, sig = decode_wait_status(int(f[1]))
+            started = f[2] not in ("N/A", "Unknown", "None") if len(f) > 2 else None
+            result[f[0]] = self._observation(f[0], ended[f[0]], code, sig, started, None)
+        return result
+
+    # -- cancel ---------------------------------------------------------------------------------------
+    def _cancel(self, job_id: str) -> None:
+        self.runner.run(["scancel", job_id])
+
+    def __repr__(self) -> str:
+        prefix = shlex.join(self.runner.prefix) if self.runner.prefix else "local"
+        return f"<SlurmScheduler via {prefix}>"

@@ -1,0 +1,81 @@
+"""Job scripts for batch systems: every argument, path and env value quoted for ``/bin/sh``.
+
+The script redirects stdin/stdout/stderr and changes directory itself, then
+checks the executable exists, so launch errors (missing executable, bad
+working directory, unreadable stdin, unwritable output) are told apart from
+the program's own exit code: the script runs the backend's ``report``
+shell command with the reason and exits 127. Job data never passes through
+any other parser (no ``#PBS -o`` path parsing, no ``%j`` expansion).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+
+from .errors import JobSpecError
+from .job import Job
+
+__all__ = ["build_script", "LAUNCH_ERROR_EXIT"]
+
+#: Exit code of a job script whose command could not be started.
+LAUNCH_ERROR_EXIT = 127
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def build_script(
+    job: Job,
+    directives: Sequence[str] = (),
+    *,
+    report: str = ":",
+    prelude: Sequence[str] = (),
+) -> str:
+    """Return the ``/bin/sh`` script that runs ``job``.
+
+    ``directives`` are the DRMS's ``#SBATCH``/``#PBS`` lines, written first.
+    ``report`` is a shell command run (with ``$soma_reason`` set) when the
+    command cannot be launched.
+    """
+    q = shlex.quote
+    lines = ["#!/bin/sh", *directives]
+    for d in directives:
+        if "\n" in d or "\r" in d:
+            raise JobSpecError(f"a native specification item contains a newline: {d!r}")
+    lines.append("soma_fail() { soma_reason=$1; printf 'soma_schedulers: %s\\n' \"$1\" >&2; "
+                 f"{report}; exit {LAUNCH_ERROR_EXIT}; }}")
+    lines.extend(prelude)
+    for key, value in (job.env or {}).items():
+        if not _ENV_NAME.match(key):
+            raise JobSpecError(f"environment variable name {key!r} is not valid in a job script")
+        lines.append(f"export {key}={q(value)}")
+    if job.stdout_file:
+        out = q(job.stdout_file)
+        lines.append(f"( : >{out} ) 2>/dev/null || soma_fail {q('cannot write stdout file ' + job.stdout_file)}")
+        lines.append(f"exec >{out}")
+    else:
+        lines.append("exec >/dev/null")
+    if job.join_stderrout:
+        lines.append("exec 2>&1")
+    elif job.stderr_file:
+        err = q(job.stderr_file)
+        lines.append(f"( : >{err} ) 2>/dev/null || soma_fail {q('cannot write stderr file ' + job.stderr_file)}")
+        lines.append(f"exec 2>{err}")
+    else:
+        lines.append("exec 2>/dev/null")
+    if job.working_directory:
+        wd = job.working_directory
+        lines.append(f"cd -- {q(wd)} 2>/dev/null || soma_fail {q('cannot change to working directory ' + wd)}")
+    if job.stdin:
+        inp = q(job.stdin)
+        lines.append(f"( : <{inp} ) 2>/dev/null || soma_fail {q('cannot read stdin file ' + job.stdin)}")
+        lines.append(f"exec <{inp}")
+    else:
+        lines.append("exec </dev/null")
+    exe = job.command[0]
+    lines.append(
+        f"command -v -- {q(exe)} >/dev/null 2>&1 || soma_fail {q('command not found: ' + exe)}"
+    )
+    lines.append("exec " + shlex.join(job.command))
+    return "\n".join(lines) + "\n"
