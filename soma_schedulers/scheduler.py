@@ -22,12 +22,12 @@ from .errors import ConfigurationError, DRMError, SchedulerUnavailableError, Unk
 
 __all__ = [
     "CAPABILITIES",
+    "ENTRY_POINT_GROUP",
     "ExitInfo",
     "Scheduler",
     "build_scheduler",
     "get_scheduler_implementation",
     "get_schedulers_list",
-    "ENTRY_POINT_GROUP",
 ]
 
 ENTRY_POINT_GROUP = "soma_schedulers.schedulers"
@@ -100,7 +100,7 @@ class Scheduler(abc.ABC):
         """Reopen what :meth:`sleep` released."""
         self.is_sleeping = False
 
-    def clean(self) -> None:
+    def clean(self) -> None:  # noqa: B027 (optional hook, empty by default)
         """Release threads and temporary files. The instance is unusable afterwards."""
 
     def __enter__(self) -> Scheduler:

@@ -7,7 +7,7 @@ _KEYS = ("cpupercent", "cput", "mem", "vmem", "ncpus", "walltime")
 
 def hms(seconds: float) -> str:
     """Format a duration as ``HH:MM:SS`` (hours may exceed 24)."""
-    total = max(0, int(round(seconds)))
+    total = max(0, round(seconds))
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 

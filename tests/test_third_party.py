@@ -8,10 +8,10 @@ install would make) on a PYTHONPATH given to a pytest subprocess.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 EXAMPLE = Path(__file__).parent / "example_backend"
 

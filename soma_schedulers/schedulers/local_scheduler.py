@@ -24,7 +24,7 @@ from ..job import Job, as_job
 from ..scheduler import ExitInfo, Scheduler
 from ..usage import format_usage
 
-__all__ = ["LocalScheduler", "ConfiguredLocalScheduler", "__main_scheduler__"]
+__all__ = ["ConfiguredLocalScheduler", "LocalScheduler", "__main_scheduler__"]
 
 #: Seconds between SIGTERM and SIGKILL when a killed job does not die.
 KILL_GRACE = 2.0
@@ -34,8 +34,16 @@ class _Record:
     """Book-keeping of one local job."""
 
     __slots__ = (
-        "id", "job", "state", "pid", "kill_requested", "signal_sent",
-        "exit_info", "error", "started", "signal_end",
+        "error",
+        "exit_info",
+        "id",
+        "job",
+        "kill_requested",
+        "pid",
+        "signal_end",
+        "signal_sent",
+        "started",
+        "state",
     )
 
     def __init__(self, job_id: str, job: Job, signal_end: bool) -> None:

@@ -135,7 +135,7 @@ class SlurmScheduler(CommandLineScheduler):
             parts = line.split("|", 4)
             if len(parts) < 5:
                 continue
-            job_id, state, reason, start, comment = parts
+            job_id, state, reason, _start, comment = parts
             state = state.split()[0] if state else ""
             if job_id not in ids:
                 continue
@@ -228,9 +228,10 @@ class SlurmScheduler(CommandLineScheduler):
                 jobs[base] = f
         result: dict[str, Observation] = {}
         for job_id in ids:
-            f = jobs.get(job_id)
-            if f is None:
+            fields = jobs.get(job_id)
+            if fields is None:
                 continue
+            f = fields
             state = f[1].split()[0] if f[1] else ""
             if state not in _ENDED:
                 continue

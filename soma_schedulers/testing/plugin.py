@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-# The suite's asserts must explain themselves even from an editable install.
-pytest.register_assert_rewrite("soma_schedulers.testing.suite")
-
 from ..config import BridgeConfig, SchedulerConfig, load_config
 from ..errors import DRMError
 from ..scheduler import build_scheduler
 from .target import Target
+
+# The suite's asserts must explain themselves even from an editable install.
+pytest.register_assert_rewrite("soma_schedulers.testing.suite")
 
 _RESULTS: dict[str, dict[str, int]] = {}
 
@@ -127,7 +127,7 @@ def conformance_target(request: pytest.FixtureRequest) -> Iterator[Target]:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
-    report = outcome.get_result()
+    report = outcome.get_result()  # type: ignore[attr-defined]
     callspec = getattr(item, "callspec", None)
     if callspec is None or "conformance_target" not in callspec.params:
         return

@@ -1,0 +1,79 @@
+"""nox sessions: the CI matrix of soma_schedulers.
+
+``nox -s tests``                      unit tests + the conformance suite on local backends
+``nox -s "conformance(drms='slurm')"``  the conformance suite against one DRMS (Docker)
+``nox -s lint``                       ruff + mypy --strict
+``nox -s bench``                      the benchmarks (Markdown tables)
+``nox -s ci``                         what .ci/run runs: lint, tests, every Debian-buildable DRMS
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+#: Targets of the conformance matrix: "local" is the local backend, the others DRMS images.
+DRMS = ["local", "slurm", "slurm-cluster", "slurm-24.11"]
+#: The DRMS that build from Debian packages alone, so CI runs them on a fresh machine.
+CI_DRMS = ["slurm", "slurm-cluster", "slurm-24.11"]
+
+
+def _install(session: nox.Session, extras: str = "test") -> None:
+    session.install("-e", f".[{extras}]")
+
+
+def _target_args(drms: str) -> list[str]:
+    return ["--scheduler", "local_basic"] if drms == "local" else ["--drms", drms]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit tests, the suite on local_basic, the third-party example backend."""
+    _install(session)
+    session.run("pytest", "tests", "--ignore=tests/containers", "-rs", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("drms", DRMS)
+def conformance(session: nox.Session, drms: str) -> None:
+    """The conformance suite against one target of the matrix."""
+    _install(session)
+    session.run("pytest", "tests/test_conformance.py", *_target_args(drms), "-rs", *session.posargs)
+
+
+@nox.session
+def images(session: nox.Session) -> None:
+    """Build the DRMS images (base images made locally when no registry answers)."""
+    _install(session)
+    session.run("python", "-m", "soma_schedulers.testing.images", "build", *(session.posargs or CI_DRMS))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff and mypy --strict on the package."""
+    _install(session)
+    session.install("ruff", "mypy")
+    session.run("ruff", "check", "soma_schedulers", "tests", "benchmarks", "noxfile.py")
+    session.run("mypy", "soma_schedulers")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: ours vs Soma-Workflow 6.x vs the raw command line, as ratios."""
+    _install(session, "test,bench")
+    session.run("python", "benchmarks/bench_local.py", *session.posargs)
+
+
+@nox.session
+def ci(session: nox.Session) -> None:
+    """Everything CI checks, in one environment."""
+    _install(session)
+    session.install("ruff", "mypy")
+    session.run("ruff", "check", "soma_schedulers", "tests", "benchmarks", "noxfile.py")
+    session.run("mypy", "soma_schedulers")
+    session.run("pytest", "tests", "--ignore=tests/containers", "-rs", "-p", "no:cacheprovider")
+    drms_args = [a for d in CI_DRMS for a in _target_args(d)]
+    session.run("pytest", "tests/test_conformance.py", "tests/containers", *drms_args, "-rs",
+                "-p", "no:cacheprovider", *session.posargs)
