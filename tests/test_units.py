@@ -1,0 +1,272 @@
+"""Unit tests: configuration, job validation, usage format, runner quoting, Slurm parsing."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from soma_schedulers import constants as C
+from soma_schedulers.batch import Observation
+from soma_schedulers.config import BridgeConfig, SchedulerConfig, config_from_mapping, load_config
+from soma_schedulers.errors import (
+    CommandNotFoundError,
+    CommandTimeoutError,
+    ConfigurationError,
+    DRMError,
+    JobSpecError,
+    UnknownSchedulerTypeError,
+)
+from soma_schedulers.job import Job, as_job
+from soma_schedulers.runner import CommandRunner, container_markers
+from soma_schedulers.scheduler import build_scheduler, get_scheduler_implementation
+from soma_schedulers.schedulers import slurm_scheduler as slurm
+from soma_schedulers.schedulers.local_scheduler import ConfiguredLocalScheduler, LocalScheduler
+from soma_schedulers.usage import format_usage, memory_to_kb, parse_hms, parse_usage
+
+
+def test_constants_are_soma_workflow_strings() -> None:
+    assert len(C.JOB_STATUS) == 16 and len(C.JOB_EXIT_STATUS) == 7
+    assert C.EXIT_NOTRUN == "aborted_before_running" and C.FINISHED_TERM_SIG == "finished_signal"
+    assert C.USER_KILLED == "killed_by_user" and C.EXIT_UNDETERMINED == "exit_status_undetermined"
+
+
+def test_registry_and_unknown_type() -> None:
+    assert get_scheduler_implementation("local") is ConfiguredLocalScheduler
+    assert get_scheduler_implementation("slurm") is slurm.SlurmScheduler
+    with pytest.raises(UnknownSchedulerTypeError) as info:
+        get_scheduler_implementation("nope")
+    assert "local_basic" in str(info.value) and "nope" in str(info.value)
+
+
+def test_ini_section(tmp_path: Path) -> None:
+    ini = tmp_path / "r.ini"
+    ini.write_text(
+        "[cluster]\nSCHEDULER_TYPE = slurm\nNATIVE_SPECIFICATION = --time=10\nMPI = openmpi\n"
+        "CPU_NB = 3\nSCHEDULER_INTERVAL = 0.5\nSUBMITTING_MACHINES = host\n"
+        "BRIDGE_SSH_HOST = front\nBRIDGE_SSH_PORT = 2222\nBRIDGE_SSH_OPTIONS = -o StrictHostKeyChecking=no\n"
+    )
+    cfg = load_config(ini)
+    assert cfg.scheduler_type == "slurm" and cfg.native_specification == "--time=10"
+    assert cfg.parallel_job_config == {"MPI": "openmpi"} and cfg.cpu_nb == 3 and cfg.interval == 0.5
+    assert cfg.bridge == BridgeConfig(mode="ssh", host="front", port=2222,
+                                      ssh_options=("-o", "StrictHostKeyChecking=no"))
+
+
+@pytest.mark.parametrize("text, word", [
+    ("[a]\nFOO = 1\n", "FOO"),
+    ("[a]\nCPU_NB = many\n", "CPU_NB"),
+    ("[a]\nOUT_OF_CONTAINER = maybe\n", "maybe"),
+    ("[a]\n[b]\n", "2 sections"),
+    ("not an ini", "malformed"),
+])
+def test_bad_ini(tmp_path: Path, text: str, word: str) -> None:
+    ini = tmp_path / "bad.ini"
+    ini.write_text(text)
+    with pytest.raises(ConfigurationError) as info:
+        load_config(ini)
+    assert word in str(info.value)
+
+
+def test_build_scheduler_from_mapping_and_path(tmp_path: Path) -> None:
+    with build_scheduler("local_basic", {"CPU_NB": "3"}) as s:
+        assert isinstance(s, LocalScheduler) and s.limit == 3
+    with pytest.raises(ConfigurationError):
+        build_scheduler("local_basic", tmp_path / "missing.ini")
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"command": []}, "empty"),
+    ({"command": "ls -l"}, "single string"),
+    ({"command": ["ls", 3]}, "command[1]"),
+    ({"command": ["a\0b"]}, "NUL"),
+    ({"command": ["ls"], "env": {"A=B": "x"}}, "env"),
+    ({"command": ["ls"], "parallel_job_info": {"nodes": 2}}, "unknown keys"),
+    ({"command": ["ls"], "native_specification": [1]}, "native_specification"),
+])
+def test_job_validation(kwargs: dict[str, object], word: str) -> None:
+    with pytest.raises(JobSpecError) as info:
+        Job(**kwargs)  # type: ignore[arg-type]
+    assert word in str(info.value)
+
+
+def test_engine_job_like_objects() -> None:
+    class EngineJob:
+        name = "x"
+        env = {"A": "1"}
+        join_stderrout = True
+        parallel_job_info = None
+
+        def plain_command(self) -> list[object]:
+            return ["echo", 3]
+
+        def plain_stdout(self) -> str:
+            return "/o"
+
+        def plain_stderr(self) -> str:
+            return "/e"
+
+        def plain_stdin(self) -> None:
+            return None
+
+        def plain_working_directory(self) -> str:
+            return "/tmp"
+
+    job = as_job(EngineJob())
+    assert job.command == ("echo", "3") and job.stdout_file == "/o" and job.stderr_file is None
+    assert job.join_stderrout and job.env == {"A": "1"} and job.working_directory == "/tmp"
+    with pytest.raises(JobSpecError):
+        as_job(42)
+
+
+def test_usage_format() -> None:
+    data = format_usage(cput=3725.4, mem_kb=13530, walltime=61, ncpus=2)
+    assert data == b"cput=01:02:05 mem=13530kb ncpus=2 walltime=00:01:01"
+    assert parse_usage(data)["mem"] == "13530kb"
+    with pytest.raises(ValueError):
+        parse_usage(b"cpu=1")
+    assert parse_hms("1-00:00:01") == 86401 and parse_hms("01:02.5") == 62.5 and parse_hms("x") is None
+    assert memory_to_kb("91232K") == 91232 and memory_to_kb("2M") == 2048 and memory_to_kb("") is None
+
+
+def test_runner_ssh_quoting_survives_a_remote_shell() -> None:
+    argv = ["printf", "%s\\n", "a b", "$HOME", "`id`", "it's", 'q"q', "end\\", "-n", "line\nbreak", "é"]
+    runner = CommandRunner(BridgeConfig(mode="ssh", host="h", user="u", port=22))
+    full = runner.full_argv(argv)
+    assert full[0] == "ssh" and "BatchMode=yes" in full and full[-2] == "--"
+    # What sshd does with the remote command: hand the single string to a shell.
+    out = subprocess.run(["sh", "-c", full[-1]], capture_output=True, check=True).stdout.decode()
+    assert out.split("\n")[:-1] == ["a b", "$HOME", "`id`", "it's", 'q"q', "end\\", "-n", "line", "break", "é"]
+    runner.close()
+
+
+def test_runner_prefix_keeps_argv_and_errors_are_typed() -> None:
+    runner = CommandRunner(BridgeConfig(mode="prefix", prefix=("env",)), timeout=2, retries=1, backoff=0.01)
+    assert runner.run(["echo", "$x y"]).stdout == "$x y\n"
+    with pytest.raises(CommandNotFoundError):
+        runner.run(["no-such-command-soma"])
+    with pytest.raises(CommandTimeoutError) as info:
+        runner.run(["sleep", "5"], timeout=0.2)
+    assert runner.calls == 4  # the timeout was retried once
+    assert "0.2" in str(info.value)
+    with pytest.raises(DRMError):
+        CommandRunner(timeout=1).run(["/nonexistent/soma"])
+
+
+def test_container_detection(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("CASA_HOST_DIR", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER"):
+        monkeypatch.delenv(var, raising=False)
+    base = container_markers()
+    assert "$CASA_HOST_DIR" not in base
+    monkeypatch.setenv("CASA_HOST_DIR", "/host")
+    assert "$CASA_HOST_DIR" in container_markers()
+    # auto mode: command present -> no bridge even in a container
+    assert CommandRunner(BridgeConfig(), probe_command="sh").prefix == []
+    assert CommandRunner(BridgeConfig(), probe_command="no-such-squeue").prefix[0] == "ssh"
+    monkeypatch.delenv("CASA_HOST_DIR")
+    if not container_markers():
+        assert CommandRunner(BridgeConfig(), probe_command="no-such-squeue").prefix == []
+
+
+def test_slurm_exit_codes() -> None:
+    assert slurm.parse_exit_code("3:0") == (3, None)
+    assert slurm.parse_exit_code("0:9") == (None, 9)
+    assert slurm.decode_wait_status(768) == (3, None)
+    assert slurm.decode_wait_status(9) == (None, 9)
+
+
+class FakeRunner:
+    """Answers DRMS commands from a table: for parsing and policy tests only."""
+
+    def __init__(self, answers: dict[str, str | Exception]) -> None:
+        self.answers = answers
+        self.calls: list[list[str]] = []
+
+    def run(self, argv: list[str], **_: object) -> object:
+        self.calls.append(argv)
+        answer = self.answers[argv[0] + ("-O" if "-O" in argv else "")]
+        if isinstance(answer, Exception):
+            raise answer
+        return subprocess.CompletedProcess(argv, 0, answer, "")
+
+    def close(self) -> None:
+        pass
+
+
+def _slurm_with(answers: dict[str, str | Exception], **cfg: object) -> slurm.SlurmScheduler:
+    s = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, **cfg))  # type: ignore[arg-type]
+    s.runner = FakeRunner(answers)  # type: ignore[assignment]
+    return s
+
+
+def test_slurm_poll_is_one_squeue_plus_one_sacct() -> None:
+    squeue = "\n".join([
+        "1|PENDING|JobHeldUser|N/A|", "2|RUNNING|None|2026-01-01T00:00:00|", "3|COMPLETED|None|x|",
+        "4|FAILED|NonZeroExitCode|x|soma_launch_error: command not found: /x",
+    ])
+    sacct = "\n".join([
+        "3|COMPLETED|0:0|2026-01-01T00:00:00|2|00:01.500||1|", "3.batch|COMPLETED|0:0|x|2|00:01.500|91232K|1|",
+        "4|FAILED|127:0|2026-01-01T00:00:00|1|00:00:00||1|", "5|CANCELLED by 1000|0:15|2026-01-01T00:00:00|9|00:00:00||1|",
+        "6|TIMEOUT|0:0|2026-01-01T00:00:00|60|00:00:59||1|", "7|CANCELLED by 0|0:0|None|0|00:00:00||1|",
+    ])
+    s = _slurm_with({"squeue": squeue, "sacct": sacct, "scancel": ""})
+    for i in "1234567":
+        s.track_job(i)
+    s.kill_job("7")
+    status = s.get_jobs_status(list("1234567"))
+    assert status == {"1": C.USER_ON_HOLD, "2": C.RUNNING, "3": C.DONE, "4": C.FAILED, "5": C.FAILED,
+                      "6": C.FAILED, "7": C.FAILED}
+    assert [c[0] for c in s.runner.calls] == ["scancel", "squeue", "sacct"]  # type: ignore[attr-defined]
+    assert s.get_job_exit_info("3") == (C.FINISHED_REGULARLY, 0, None, b"cput=00:00:02 mem=91232kb ncpus=1 walltime=00:00:02")
+    assert s.get_job_exit_info("4")[:2] == (C.EXIT_ABORTED, 127)
+    assert "command not found" in (s.get_job_error("4") or "")
+    assert s.get_job_exit_info("5")[:3] == (C.EXIT_ABORTED, None, 15)  # cancelled by someone else
+    assert s.get_job_exit_info("6")[0] == C.EXIT_ABORTED and "TIMEOUT" in (s.get_job_error("6") or "")
+    assert s.get_job_exit_info("7") == (C.EXIT_NOTRUN, None, None, None)
+
+
+def test_slurm_undetermined_then_failed_after_timeout() -> None:
+    s = _slurm_with({"squeue": DRMError("down")}, undetermined_timeout=0.2)  # type: ignore[dict-item]
+    s.runner.answers["squeue"] = subprocess.CalledProcessError(1, "x")  # type: ignore[attr-defined]
+    from soma_schedulers.errors import CommandError
+
+    s.runner.answers["squeue"] = CommandError(["squeue"], 1, "slurm_load_jobs error: Unable to contact slurm controller")  # type: ignore[attr-defined]
+    s.track_job("9")
+    assert s.get_job_status("9") == C.UNDETERMINED
+    time.sleep(0.25)
+    assert s.get_job_status("9") == C.FAILED
+    assert s.get_job_exit_info("9") == (C.EXIT_ABORTED, None, None, None)
+    assert "contact slurm controller" in (s.get_job_error("9") or "")
+
+
+def test_slurm_script_quotes_everything() -> None:
+    s = slurm.SlurmScheduler(SchedulerConfig(native_specification="--time=5"))
+    job = Job(command=["echo", "$x", "`id`"], env={"A": "it's"}, name="n\nx", hold=True,
+              parallel_job_info={"config_name": "MPI", "nodes_number": 2, "cpu_per_node": 3})
+    script = s.job_script(job)
+    assert script.splitlines()[1] == "#SBATCH --time=5"
+    assert "exec echo '$x' '`id`'" in script and "export A='it'\"'\"'s'" in script
+    argv = s.sbatch_argv(job)
+    assert "--hold" in argv and "--job-name=n_x" in argv and "--nodes=2" in argv and "--ntasks-per-node=3" in argv
+    assert shlex.split(script.splitlines()[-1])[1:] == ["echo", "$x", "`id`"]
+
+
+def test_local_queue_concurrency_and_queued_kill() -> None:
+    with LocalScheduler(proc_nb=1) as s:
+        ids = s.job_submission([Job(command=["sleep", "0.3"]), Job(command=["true"]), Job(command=["true"])])
+        time.sleep(0.1)
+        st = s.get_jobs_status(ids)  # type: ignore[arg-type]
+        assert st[ids[0]] == C.RUNNING and st[ids[1]] == C.QUEUED_ACTIVE  # type: ignore[index]
+        s.kill_job(ids[1])  # type: ignore[arg-type]
+        assert s.get_job_exit_info(ids[1]) == (C.EXIT_NOTRUN, None, None, None)  # type: ignore[arg-type]
+        deadline = time.monotonic() + 5
+        while s.get_job_status(ids[2]) != C.DONE and time.monotonic() < deadline:  # type: ignore[arg-type]
+            time.sleep(0.01)
+        assert s.get_job_status(ids[2]) == C.DONE and s.get_job_status(ids[0]) == C.DONE  # type: ignore[arg-type]
+
+
+def test_observation_defaults() -> None:
+    assert Observation().status == C.UNDETERMINED and not Observation().ended
