@@ -52,8 +52,16 @@ class Observation:
 
 
 class _Rec:
-    __slots__ = ("id", "status", "exit_info", "kill_state", "undetermined_since", "error",
-                 "signal_end", "hold")
+    __slots__ = (
+        "error",
+        "exit_info",
+        "hold",
+        "id",
+        "kill_state",
+        "signal_end",
+        "status",
+        "undetermined_since",
+    )
 
     def __init__(self, job_id: str, hold: bool, signal_end: bool) -> None:
         self.id = job_id

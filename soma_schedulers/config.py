@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["BridgeConfig", "SchedulerConfig", "load_config", "PARALLEL_CONFIG_KEYS"]
+__all__ = ["PARALLEL_CONFIG_KEYS", "BridgeConfig", "SchedulerConfig", "load_config"]
 
 #: Soma-Workflow's parallel-job keys (collected into ``parallel_job_config``).
 PARALLEL_CONFIG_KEYS = (

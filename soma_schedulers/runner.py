@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from .config import BridgeConfig
 from .errors import BridgeError, CommandError, CommandNotFoundError, CommandTimeoutError
 
-__all__ = ["CommandRunner", "CommandResult", "in_container", "container_markers"]
+__all__ = ["CommandResult", "CommandRunner", "container_markers", "in_container"]
 
 log = logging.getLogger("soma_schedulers.runner")
 

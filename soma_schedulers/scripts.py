@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from .errors import JobSpecError
 from .job import Job
 
-__all__ = ["build_script", "LAUNCH_ERROR_EXIT"]
+__all__ = ["LAUNCH_ERROR_EXIT", "build_script"]
 
 #: Exit code of a job script whose command could not be started.
 LAUNCH_ERROR_EXIT = 127
