@@ -141,6 +141,8 @@ class SlurmScheduler(CommandLineScheduler):
                 continue
             if comment.startswith(LAUNCH_MARK):
                 self._comments[job_id] = comment
+            elif reason == "JobLaunchFailure":
+                self._comments[job_id] = f"{LAUNCH_MARK}: Slurm could not launch the job (JobLaunchFailure)"
             if state in _ENDED:
                 ended[job_id] = state
                 self._ended_seen.setdefault(job_id, time.monotonic())
@@ -195,7 +197,7 @@ class SlurmScheduler(CommandLineScheduler):
                      started: bool | None, usage: bytes | None) -> Observation:
         comment = self._comments.get(job_id, "")
         launch_error = None
-        if comment.startswith(LAUNCH_MARK) and code == LAUNCH_ERROR_EXIT:
+        if comment.startswith(LAUNCH_MARK) and (code == LAUNCH_ERROR_EXIT or "JobLaunchFailure" in comment):
             launch_error = comment[len(LAUNCH_MARK) + 1:].strip() or "the command could not be started"
         return Observation(
             C.DONE, ended=True, exit_code=code, term_sig=sig,
@@ -206,7 +208,7 @@ class SlurmScheduler(CommandLineScheduler):
 
     def _sacct(self, ids: list[str]) -> dict[str, Observation]:
         argv = ["sacct", "-n", "-P", "-j", ",".join(ids),
-                "-o", "JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NCPUS,Comment"]
+                "-o", "JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NCPUS,NodeList,Reason,Comment"]
         try:
             out = self.runner.run(argv).stdout
         except CommandError as exc:
@@ -218,8 +220,8 @@ class SlurmScheduler(CommandLineScheduler):
         jobs: dict[str, list[str]] = {}
         steps: dict[str, list[list[str]]] = {}
         for line in out.splitlines():
-            f = line.split("|", 8)
-            if len(f) < 9:
+            f = line.split("|", 10)
+            if len(f) < 11:
                 continue
             base, _, step = f[0].partition(".")
             if step:
@@ -235,10 +237,13 @@ class SlurmScheduler(CommandLineScheduler):
             state = f[1].split()[0] if f[1] else ""
             if state not in _ENDED:
                 continue
-            if f[8].startswith(LAUNCH_MARK):
-                self._comments[job_id] = f[8]
+            if f[10].startswith(LAUNCH_MARK):
+                self._comments[job_id] = f[10]
+            elif f[9] == "JobLaunchFailure":
+                self._comments[job_id] = f"{LAUNCH_MARK}: Slurm could not launch the job (JobLaunchFailure)"
             code, sig = parse_exit_code(f[2])
-            started = f[3] not in ("Unknown", "None", "")
+            # A job cancelled while pending has a Start time in some versions, never a node.
+            started = f[3] not in ("Unknown", "None", "") and f[8] not in ("None assigned", "")
             cput = parse_hms(f[5]) if f[5] else None
             mem = None
             for s in steps.get(job_id, []):
