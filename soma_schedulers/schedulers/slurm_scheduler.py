@@ -139,10 +139,10 @@ class SlurmScheduler(CommandLineScheduler):
             state = state.split()[0] if state else ""
             if job_id not in ids:
                 continue
+            # (Reason "JobLaunchFailure" is no proof: 22.05 also gives it to a job whose
+            # batch shell dies of a signal at once.)
             if comment.startswith(LAUNCH_MARK):
                 self._comments[job_id] = comment
-            elif reason == "JobLaunchFailure":
-                self._comments[job_id] = f"{LAUNCH_MARK}: Slurm could not launch the job (JobLaunchFailure)"
             if state in _ENDED:
                 ended[job_id] = state
                 self._ended_seen.setdefault(job_id, time.monotonic())
@@ -197,7 +197,7 @@ class SlurmScheduler(CommandLineScheduler):
                      started: bool | None, usage: bytes | None) -> Observation:
         comment = self._comments.get(job_id, "")
         launch_error = None
-        if comment.startswith(LAUNCH_MARK) and (code == LAUNCH_ERROR_EXIT or "JobLaunchFailure" in comment):
+        if comment.startswith(LAUNCH_MARK) and code == LAUNCH_ERROR_EXIT:
             launch_error = comment[len(LAUNCH_MARK) + 1:].strip() or "the command could not be started"
         return Observation(
             C.DONE, ended=True, exit_code=code, term_sig=sig,
@@ -239,8 +239,6 @@ class SlurmScheduler(CommandLineScheduler):
                 continue
             if f[10].startswith(LAUNCH_MARK):
                 self._comments[job_id] = f[10]
-            elif f[9] == "JobLaunchFailure":
-                self._comments[job_id] = f"{LAUNCH_MARK}: Slurm could not launch the job (JobLaunchFailure)"
             code, sig = parse_exit_code(f[2])
             # A job cancelled while pending has a Start time in some versions, never a node.
             started = f[3] not in ("Unknown", "None", "") and f[8] not in ("None assigned", "")
