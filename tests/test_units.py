@@ -11,7 +11,7 @@ import pytest
 
 from soma_schedulers import constants as C
 from soma_schedulers.batch import Observation
-from soma_schedulers.config import BridgeConfig, SchedulerConfig, config_from_mapping, load_config
+from soma_schedulers.config import BridgeConfig, SchedulerConfig, load_config
 from soma_schedulers.errors import (
     CommandNotFoundError,
     CommandTimeoutError,

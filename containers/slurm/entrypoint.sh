@@ -1,0 +1,111 @@
+#!/bin/bash
+# Entrypoint of the soma_schedulers Slurm test image.
+#
+# SLURM_ROLE:
+#   all         munge + MariaDB + slurmdbd + slurmctld + slurmd in one container
+#   controller  munge + MariaDB + slurmdbd + slurmctld (configless server)
+#   compute     munge + slurmd, a dynamic node fetching its config from
+#               $SLURM_CONTROLLER (configless, `slurmd -Z`)
+# Other variables:
+#   SLURM_CONTROLLER      controller hostname (compute; default "slurmctl")
+#   SLURM_EXPECTED_NODES  idle nodes the controller waits for (default 1)
+#   SLURM_CPUS / SLURM_REALMEMORY  declared node size (default 16 / 8192 MB)
+#   SLURM_READY_TIMEOUT   seconds before giving up (default 180)
+#
+# Prints exactly one line "SOMA-SCHEDULERS-READY slurm" (roles all and
+# controller) once the expected nodes are idle and `sacct` answers; compute
+# containers print "SOMA-SCHEDULERS-COMPUTE-STARTED slurm <host>".
+# SIGTERM/SIGINT stop the daemons cleanly (scontrol shutdown, slurmdbd,
+# MariaDB, munged).  Extra arguments are run as a command after start-up.
+set -u
+. /usr/local/lib/slurm-lib.sh
+
+ROLE=${SLURM_ROLE:-all}
+HOST=$(uname -n)
+TIMEOUT=${SLURM_READY_TIMEOUT:-180}
+T0=$(date +%s.%N)
+# Docker's default of 1M open files slows daemons that close every fd.
+[ "$(ulimit -Sn)" = unlimited ] || [ "$(ulimit -Sn)" -le 65536 ] || ulimit -Sn 65536
+
+shutdown() {
+    trap '' TERM INT
+    say "stopping ($ROLE)"
+    rm -f /run/soma-ready
+    case "$ROLE" in
+        all|controller)
+            scontrol shutdown >/dev/null 2>&1
+            stop_pidfile /run/slurm/slurmctld.pid slurmctld 10
+            [ "$ROLE" = all ] && stop_pidfile /run/slurm/slurmd.pid slurmd 10
+            stop_pidfile /run/slurm/slurmdbd.pid slurmdbd 10
+            stop_mariadb
+            ;;
+        compute)
+            stop_pidfile /run/slurm/slurmd.pid slurmd 10
+            ;;
+    esac
+    stop_munge
+    say "stopped"
+    exit 0
+}
+trap shutdown TERM INT
+
+fail() {
+    say "ERROR: $*"
+    for f in /var/log/slurm/*.log /var/log/mariadb.log; do
+        [ -s "$f" ] && { echo "---- $f"; tail -n 30 "$f"; }
+    done
+    exit 1
+}
+
+idle_nodes() { sinfo -h -N -t idle -o %N 2>/dev/null | sort -u | wc -l; }
+
+case "$ROLE" in
+    all|controller)
+        render_slurm_conf "$ROLE" "$HOST" "$HOST"
+        start_munge || fail "munged"
+        start_mariadb || fail "mariadb"
+        start_slurmdbd || fail "slurmdbd"
+        /usr/sbin/slurmctld || fail "slurmctld did not start"
+        if [ "$ROLE" = all ]; then
+            /usr/sbin/slurmd || fail "slurmd did not start"
+        fi
+        want=${SLURM_EXPECTED_NODES:-1}
+        [ "$ROLE" = controller ] || want=1
+        say "daemons started, waiting for $want idle node(s)"
+        end=$((SECONDS + TIMEOUT))
+        until [ "$(idle_nodes)" -ge "$want" ]; do
+            [ "$SECONDS" -ge "$end" ] && { sinfo -N; fail "nodes not idle after ${TIMEOUT} s"; }
+            sleep 0.1
+        done
+        # slurmctld must be registered with slurmdbd and sacct must answer.
+        wait_for "$TIMEOUT" bash -c "sacctmgr -n -P list cluster format=cluster,controlhost | grep -q '^$CLUSTER_NAME|.\+'" \
+            || fail "slurmctld not registered with slurmdbd"
+        wait_for "$TIMEOUT" sacct -n -a -X -o jobid || fail "sacct does not answer"
+        say "ready after $(echo "$(date +%s.%N) - $T0" | awk '{printf "%.1f", $1 - $3}') s: $(sinfo -h -N -o '%N:%T' | sort -u | tr '\n' ' ')"
+        touch /run/soma-ready
+        echo "SOMA-SCHEDULERS-READY slurm"
+        ;;
+    compute)
+        CTL=${SLURM_CONTROLLER:-slurmctl}
+        rm -f "$SLURM_CONF"
+        start_munge || fail "munged"
+        wait_for "$TIMEOUT" bash -c "exec 3<>/dev/tcp/$CTL/6817" || fail "controller $CTL:6817 unreachable"
+        /usr/sbin/slurmd --conf-server "$CTL" -Z \
+            --conf "CPUs=${SLURM_CPUS:-16} RealMemory=${SLURM_REALMEMORY:-8192}" || fail "slurmd did not start"
+        touch /run/soma-ready
+        echo "SOMA-SCHEDULERS-COMPUTE-STARTED slurm $HOST"
+        ;;
+    *)
+        fail "unknown SLURM_ROLE=$ROLE (all, controller, compute)"
+        ;;
+esac
+
+if [ $# -gt 0 ]; then
+    "$@" &
+    wait $!
+    shutdown
+fi
+while true; do
+    sleep infinity &
+    wait $!
+done
