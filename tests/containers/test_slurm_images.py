@@ -231,3 +231,24 @@ def test_containers_dir() -> None:
     assert (d / "slurm" / "Dockerfile").is_file()
     for spec in dh.CLUSTERS.values():
         assert (d / spec.context / (spec.dockerfile or "Dockerfile")).is_file(), spec
+
+
+def test_two_node_job_through_slurm_scheduler(multi: dh.DrmsCluster) -> None:
+    """A Job with parallel_job_info runs on two different compute containers (proved by its output)."""
+    from soma_schedulers import BridgeConfig, Job, SchedulerConfig
+    from soma_schedulers import constants as C
+    from soma_schedulers.schedulers.slurm_scheduler import SlurmScheduler
+    from soma_schedulers.testing import wait_for_end
+
+    out = Path(multi.make_workdir("two-nodes")) / "hosts"
+    cfg = SchedulerConfig(bridge=BridgeConfig(mode="prefix", prefix=tuple(multi.command_prefix)))
+    with SlurmScheduler(cfg) as sched:
+        [jid] = sched.job_submission([Job(
+            command=["srun", "hostname"], stdout_file=str(out),
+            parallel_job_info={"config_name": "native", "nodes_number": 2, "cpu_per_node": 1},
+        )])
+        assert jid is not None, sched.last_submission_errors
+        wait_for_end(sched, [jid], 120, 0.3)
+        assert sched.get_job_exit_info(jid)[:2] == (C.FINISHED_REGULARLY, 0)
+    hosts = out.read_text().split()
+    assert sorted(hosts) == ["c1", "c2"], hosts
