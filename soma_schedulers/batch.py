@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 from . import constants as C
 from .config import SchedulerConfig
-from .errors import CommandError, DRMError, JobSpecError, UnknownJobError
-from .job import Job, as_job
+from .errors import CommandError, JobSpecError, UnknownJobError
+from .job import Job
 from .runner import CommandRunner
 from .scheduler import ExitInfo, Scheduler
 
@@ -121,22 +121,13 @@ class CommandLineScheduler(Scheduler):
 
     # -- submission ------------------------------------------------------------------------------
     def job_submission(self, jobs: Sequence[Any], signal_end: bool = True) -> list[str | None]:
-        ids: list[str | None] = []
-        errors: list[str | None] = []
-        for obj in jobs:
-            try:
-                job = as_job(obj)
-                job_id = self._submit_one(job)
-            except DRMError as exc:
-                ids.append(None)
-                errors.append(str(exc))
-                continue
+        def submit(job: Job) -> str:
+            job_id = self._submit_one(job)
             with self._lock:
                 self._records[job_id] = _Rec(job_id, job.hold, signal_end and job.signal_end)
-            ids.append(job_id)
-            errors.append(None)
-        self._set_submission_errors(errors)
-        return ids
+            return job_id
+
+        return self.submit_each(jobs, submit)
 
     def track_job(self, job_id: str, signal_end: bool = True) -> None:
         """Follow a job submitted elsewhere (another process, the command line)."""
@@ -236,12 +227,16 @@ class CommandLineScheduler(Scheduler):
             self.logger.error("job %s: %s", rec.id, rec.error)
 
     # -- the API ----------------------------------------------------------------------------------------
-    def get_jobs_status(self, scheduler_job_ids: Iterable[str]) -> dict[str, str]:
-        ids = list(scheduler_job_ids)
+    def _fresh_records(self, scheduler_job_ids: Iterable[str]) -> list[_Rec]:
+        """The records of ``ids`` (UnknownJobError first), polled if any job may still change."""
         with self._lock:
-            recs = [self._record(i) for i in ids]
+            recs = [self._record(i) for i in scheduler_job_ids]
         if any(r.exit_info is None for r in recs):
             self.poll()
+        return recs
+
+    def get_jobs_status(self, scheduler_job_ids: Iterable[str]) -> dict[str, str]:
+        recs = self._fresh_records(scheduler_job_ids)
         with self._lock:
             return {r.id: r.status for r in recs}
 
@@ -249,11 +244,7 @@ class CommandLineScheduler(Scheduler):
         return self.get_jobs_status([scheduler_job_id])[scheduler_job_id]
 
     def get_jobs_exit_info(self, scheduler_job_ids: Iterable[str]) -> dict[str, ExitInfo]:
-        ids = list(scheduler_job_ids)
-        with self._lock:
-            recs = [self._record(i) for i in ids]
-        if any(r.exit_info is None for r in recs):
-            self.poll()
+        recs = self._fresh_records(scheduler_job_ids)
         with self._lock:
             return {r.id: r.exit_info or ExitInfo(C.EXIT_UNDETERMINED, None, None, None) for r in recs}
 

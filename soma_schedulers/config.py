@@ -133,6 +133,18 @@ def _float(key: str, value: str) -> float:
         raise ConfigurationError(f"{key} must be a number, got {value!r}") from None
 
 
+#: INI key -> (SchedulerConfig field, converter).
+_NUMERIC_KEYS: dict[str, tuple[str, Any]] = {
+    "cpu_nb": ("cpu_nb", _int),
+    "max_cpu_nb": ("max_cpu_nb", _int),
+    "scheduler_interval": ("interval", _float),
+    "command_timeout": ("command_timeout", _float),
+    "command_retries": ("command_retries", _int),
+    "status_cache_seconds": ("status_cache_seconds", _float),
+    "undetermined_timeout": ("undetermined_timeout", _float),
+}
+
+
 def config_from_mapping(values: Mapping[str, str], *, source: str = "configuration") -> SchedulerConfig:
     """Build a :class:`SchedulerConfig` from Soma-Workflow-style keys (case-insensitive)."""
     kw: dict[str, Any] = {}
@@ -149,20 +161,9 @@ def config_from_mapping(values: Mapping[str, str], *, source: str = "configurati
             kw["native_specification"] = value or None
         elif key in parallel_lower:
             parallel[parallel_lower[key]] = value
-        elif key == "cpu_nb":
-            kw["cpu_nb"] = _int(raw_key, value)
-        elif key == "max_cpu_nb":
-            kw["max_cpu_nb"] = _int(raw_key, value)
-        elif key == "scheduler_interval":
-            kw["interval"] = _float(raw_key, value)
-        elif key == "command_timeout":
-            kw["command_timeout"] = _float(raw_key, value)
-        elif key == "command_retries":
-            kw["command_retries"] = _int(raw_key, value)
-        elif key == "status_cache_seconds":
-            kw["status_cache_seconds"] = _float(raw_key, value)
-        elif key == "undetermined_timeout":
-            kw["undetermined_timeout"] = _float(raw_key, value)
+        elif key in _NUMERIC_KEYS:
+            field_name, convert = _NUMERIC_KEYS[key]
+            kw[field_name] = convert(raw_key, value)
         elif key == "out_of_container":
             bridge["mode"] = value.lower()
         elif key == "bridge_command":

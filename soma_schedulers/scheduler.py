@@ -11,7 +11,7 @@ import abc
 import importlib
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +19,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from .config import SchedulerConfig, config_from_mapping, load_config
 from .errors import ConfigurationError, DRMError, SchedulerUnavailableError, UnknownSchedulerTypeError
+from .job import Job, as_job
 
 __all__ = [
     "CAPABILITIES",
@@ -149,6 +150,24 @@ class Scheduler(abc.ABC):
     def last_submission_errors(self) -> list[str | None]:
         """Per job of this thread's last ``job_submission`` call: ``None`` or why it failed."""
         return list(getattr(self._tls, "errors", []))
+
+    def submit_each(self, jobs: Sequence[Any], submit_one: Callable[[Job], str]) -> list[str | None]:
+        """Helper for ``job_submission``: convert each job, call ``submit_one``, keep errors.
+
+        A job that is not a valid description or whose ``submit_one`` raises a
+        :class:`~soma_schedulers.errors.DRMError` gives ``None`` and its message.
+        """
+        ids: list[str | None] = []
+        errors: list[str | None] = []
+        for obj in jobs:
+            try:
+                ids.append(submit_one(as_job(obj)))
+                errors.append(None)
+            except DRMError as exc:
+                ids.append(None)
+                errors.append(str(exc))
+        self._set_submission_errors(errors)
+        return ids
 
     def _set_submission_errors(self, errors: list[str | None]) -> None:
         self._tls.errors = errors

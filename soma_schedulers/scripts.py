@@ -50,29 +50,24 @@ def build_script(
         if not _ENV_NAME.match(key):
             raise JobSpecError(f"environment variable name {key!r} is not valid in a job script")
         lines.append(f"export {key}={q(value)}")
-    if job.stdout_file:
-        out = q(job.stdout_file)
-        lines.append(f"( : >{out} ) 2>/dev/null || soma_fail {q('cannot write stdout file ' + job.stdout_file)}")
-        lines.append(f"exec >{out}")
-    else:
-        lines.append("exec >/dev/null")
+
+    def redirect(op: str, path: str | None, what: str) -> None:
+        # Probe in a subshell first: a failed redirection on `exec` would end the script.
+        if path:
+            lines.append(f"( : {op[-1]}{q(path)} ) 2>/dev/null || soma_fail {q(f'cannot {what} {path}')}")
+            lines.append(f"exec {op}{q(path)}")
+        else:
+            lines.append(f"exec {op}/dev/null")
+
+    redirect(">", job.stdout_file, "write stdout file")
     if job.join_stderrout:
         lines.append("exec 2>&1")
-    elif job.stderr_file:
-        err = q(job.stderr_file)
-        lines.append(f"( : >{err} ) 2>/dev/null || soma_fail {q('cannot write stderr file ' + job.stderr_file)}")
-        lines.append(f"exec 2>{err}")
     else:
-        lines.append("exec 2>/dev/null")
+        redirect("2>", job.stderr_file, "write stderr file")
     if job.working_directory:
         wd = job.working_directory
         lines.append(f"cd -- {q(wd)} 2>/dev/null || soma_fail {q('cannot change to working directory ' + wd)}")
-    if job.stdin:
-        inp = q(job.stdin)
-        lines.append(f"( : <{inp} ) 2>/dev/null || soma_fail {q('cannot read stdin file ' + job.stdin)}")
-        lines.append(f"exec <{inp}")
-    else:
-        lines.append("exec </dev/null")
+    redirect("<", job.stdin, "read stdin file")
     exe = job.command[0]
     lines.append(
         f"command -v -- {q(exe)} >/dev/null 2>&1 || soma_fail {q('command not found: ' + exe)}"

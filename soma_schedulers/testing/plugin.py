@@ -29,6 +29,7 @@ from .target import Target
 pytest.register_assert_rewrite("soma_schedulers.testing.suite")
 
 _RESULTS: dict[str, dict[str, int]] = {}
+_CLUSTERS: dict[str, str] = {}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -82,11 +83,20 @@ def _drms_target(request: pytest.FixtureRequest, name: str) -> Target:
     if not ok:
         pytest.skip(f"DRMS {name!r}: {reason}")
     worker = getattr(request.config, "workerinput", {}).get("workerid", "")
+
+    def log(line: str) -> None:
+        sys.stderr.write(f"[{name}] {line}\n")
+
     try:
-        cluster = harness.start_cluster(name, name_suffix=worker)
+        cluster = harness.start_cluster(name, log=log, name_suffix=worker)
     except harness.ImageUnavailable as exc:
         pytest.skip(f"DRMS {name!r} image cannot be built here: {exc}")
     spec = cluster.spec
+    from .images import docker_client, image_size
+
+    size = image_size(docker_client(), spec.image_tag)
+    _CLUSTERS[name] = (f"{len(cluster.containers)} container(s), image {spec.image_tag} {size / 1e6:.0f} MB, "
+                       f"docker run -> ready {cluster.ready_seconds:.1f} s")
     cfg = SchedulerConfig(
         scheduler_type=spec.scheduler_type,
         bridge=BridgeConfig(mode="prefix", prefix=tuple(cluster.command_prefix)),
@@ -153,6 +163,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     tr = terminalreporter
     tr.section("soma_schedulers conformance")
+    for name, text in sorted(_CLUSTERS.items()):
+        tr.write_line(f"{name:<24} {text}")
     for name, counts in sorted(_RESULTS.items()):
         tr.write_line(
             f"{name:<24} {counts.get('passed', 0):>4} passed  {counts.get('failed', 0):>4} failed  "

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from soma_schedulers import constants as C
-from soma_schedulers.errors import DRMError, UnknownJobError
-from soma_schedulers.job import as_job
+from soma_schedulers.errors import UnknownJobError
+from soma_schedulers.job import Job
 from soma_schedulers.scheduler import ExitInfo, Scheduler
 
 
@@ -39,23 +39,15 @@ class ThreadScheduler(Scheduler):
         self._killed: set[str] = set()
 
     def job_submission(self, jobs: Sequence[Any], signal_end: bool = True) -> list[str | None]:
-        ids: list[str | None] = []
-        errors: list[str | None] = []
-        for obj in jobs:
-            try:
-                job = as_job(obj)
-            except DRMError as exc:
-                ids.append(None)
-                errors.append(str(exc))
-                continue
-            with self._lock:
-                job_id = f"ex-{next(self._ids)}"
-                self._status[job_id] = C.RUNNING
-            threading.Thread(target=self._run, args=(job_id, job), daemon=True).start()
-            ids.append(job_id)
-            errors.append(None)
-        self._set_submission_errors(errors)
-        return ids
+        # submit_each converts each job (Job, dict or EngineJob) and keeps the errors.
+        return self.submit_each(jobs, self._start)
+
+    def _start(self, job: Job) -> str:
+        with self._lock:
+            job_id = f"ex-{next(self._ids)}"
+            self._status[job_id] = C.RUNNING
+        threading.Thread(target=self._run, args=(job_id, job), daemon=True).start()
+        return job_id
 
     def _run(self, job_id: str, job: Any) -> None:
         env = {**os.environ, **(job.env or {})}
