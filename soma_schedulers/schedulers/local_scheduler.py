@@ -10,24 +10,19 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
-import subprocess
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from typing import Any
 
 from .. import constants as C
 from ..errors import JobSpecError, UnknownJobError
 from ..job import Job, as_job
+from ..process import KILL_GRACE, JobProcess, ProcessSpec
 from ..scheduler import ExitInfo, Scheduler
-from ..usage import format_usage
 
-__all__ = ["ConfiguredLocalScheduler", "LocalScheduler", "__main_scheduler__"]
-
-#: Seconds between SIGTERM and SIGKILL when a killed job does not die.
-KILL_GRACE = 2.0
+__all__ = ["KILL_GRACE", "ConfiguredLocalScheduler", "LocalScheduler", "__main_scheduler__"]
 
 
 class _Record:
@@ -38,11 +33,8 @@ class _Record:
         "exit_info",
         "id",
         "job",
-        "kill_requested",
-        "pid",
+        "process",
         "signal_end",
-        "signal_sent",
-        "started",
         "state",
     )
 
@@ -50,12 +42,9 @@ class _Record:
         self.id = job_id
         self.job = job
         self.state: str = C.USER_ON_HOLD if job.hold else C.QUEUED_ACTIVE
-        self.pid: int | None = None
-        self.kill_requested = False
-        self.signal_sent = False
+        self.process = JobProcess(ProcessSpec.from_job(job))
         self.exit_info: ExitInfo | None = None
         self.error: str | None = None
-        self.started = 0.0
         self.signal_end = signal_end and job.signal_end
 
 
@@ -139,91 +128,15 @@ class LocalScheduler(Scheduler):
                 rec = self._queue.popleft()
                 self._idle -= 1
                 rec.state = C.RUNNING
-                rec.started = time.monotonic()
             try:
                 self._execute(rec)
             finally:
                 with self._cond:
                     self._idle += 1
 
-    def _open_files(self, job: Job) -> tuple[IO[bytes] | None, IO[bytes] | None, Any]:
-        opened: list[IO[bytes]] = []
-        try:
-            stdin = open(job.stdin, "rb") if job.stdin else None  # noqa: SIM115
-            if stdin:
-                opened.append(stdin)
-            stdout = open(job.stdout_file, "wb") if job.stdout_file else None  # noqa: SIM115
-            if stdout:
-                opened.append(stdout)
-            stderr: Any
-            if job.join_stderrout:
-                stderr = subprocess.STDOUT if stdout else None
-            else:
-                stderr = open(job.stderr_file, "wb") if job.stderr_file else None  # noqa: SIM115
-            return stdin, stdout, stderr
-        except BaseException:
-            for fh in opened:
-                fh.close()
-            raise
-
     def _execute(self, rec: _Record) -> None:
-        job = rec.job
-        env = None
-        if job.env:
-            env = dict(os.environ)
-            env.update(job.env)
-        files: tuple[Any, ...] = ()
-        try:
-            files = self._open_files(job)
-            stdin, stdout, stderr = files
-            proc = subprocess.Popen(
-                list(job.command),
-                stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                stdout=stdout if stdout is not None else subprocess.DEVNULL,
-                stderr=stderr if stderr is not None else subprocess.DEVNULL,
-                cwd=job.working_directory,
-                env=env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            what = exc.strerror or str(exc)
-            target = exc.filename if exc.filename is not None else job.command[0]
-            self._finish(rec, C.FAILED, ExitInfo(C.EXIT_ABORTED, None, None, None),
-                         f"could not start {job.command[0]!r}: {what}: {target}")
-            return
-        finally:
-            for fh in files:
-                if fh is not None and not isinstance(fh, int):
-                    fh.close()
-        with self._cond:
-            rec.pid = proc.pid
-            if rec.kill_requested:
-                self._signal_locked(rec)
-        _, wstatus, ru = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(wstatus)
-        wall = time.monotonic() - rec.started
-        cput = ru.ru_utime + ru.ru_stime
-        usage = format_usage(
-            cpupercent=int(100 * cput / wall) if wall > 0 else 0,
-            cput=cput,
-            mem_kb=ru.ru_maxrss,
-            ncpus=1,
-            walltime=wall,
-        )
-        with self._cond:
-            killed = rec.signal_sent
-            rec.pid = None
-        if os.WIFSIGNALED(wstatus):
-            sig = os.WTERMSIG(wstatus)
-            if killed:
-                self._finish(rec, C.FAILED, ExitInfo(C.USER_KILLED, None, sig, usage))
-            else:
-                self._finish(rec, C.DONE, ExitInfo(C.FINISHED_TERM_SIG, None, sig, usage))
-        elif killed:
-            self._finish(rec, C.FAILED, ExitInfo(C.USER_KILLED, None, None, usage))
-        else:
-            code = os.WEXITSTATUS(wstatus)
-            self._finish(rec, C.DONE, ExitInfo(C.FINISHED_REGULARLY, code, None, usage))
+        result = rec.process.run()
+        self._finish(rec, result.status, result.exit_info, result.error)
 
     def _finish(self, rec: _Record, state: str, info: ExitInfo, error: str | None = None) -> None:
         with self._cond:
@@ -261,24 +174,6 @@ class LocalScheduler(Scheduler):
             return self._record(scheduler_job_id).error
 
     # -- kill ----------------------------------------------------------------------------------
-    def _signal_locked(self, rec: _Record, sig: int = signal.SIGTERM) -> None:
-        if rec.pid is None:
-            return
-        try:
-            os.killpg(rec.pid, sig)
-        except ProcessLookupError:
-            return
-        rec.signal_sent = True
-        if sig == signal.SIGTERM:
-            timer = threading.Timer(KILL_GRACE, self._force_kill, args=(rec,))
-            timer.daemon = True
-            timer.start()
-
-    def _force_kill(self, rec: _Record) -> None:
-        with self._cond:
-            if rec.pid is not None:
-                self._signal_locked(rec, signal.SIGKILL)
-
     def kill_job(self, scheduler_job_id: str) -> None:
         notify = False
         with self._cond:
@@ -292,8 +187,7 @@ class LocalScheduler(Scheduler):
                 rec.exit_info = ExitInfo(C.EXIT_NOTRUN, None, None, None)
                 notify = rec.signal_end
             else:
-                rec.kill_requested = True
-                self._signal_locked(rec)
+                rec.process.kill()
         if notify:
             self.jobs_finished_event.set()
 
