@@ -92,8 +92,8 @@ def main() -> int:
               f"| Soma-Workflow 6.x: {sw_poll:.1f} s, {len(ids)} `sacct` calls | ours {sw_poll / our_poll:.0f}x faster |")
         print(f"| submit {a.submit} jobs | {our_submit:.2f} s | raw `sbatch` loop: {raw_submit:.2f} s "
               f"| ours {our_submit / raw_submit:.2f}x the time |")
-        print(f"\nSoma-Workflow statuses seen: {sorted(set(sw_status))} (it maps held jobs to 'queued_active' "
-              "or 'undetermined')")
+        print(f"\nStatuses Soma-Workflow reported for the held jobs: {sorted(set(sw_status))} "
+              "(on 22.05 its `sacct -o ...,stdout` is refused, so it says 'undetermined')")
         for jid in ids:
             ours.kill_job(jid)  # type: ignore[arg-type]
         subprocess.run([*prefix, "scancel", "-u", "alice"], capture_output=True)
