@@ -128,6 +128,7 @@ class NodeLayout:
 
 
 _SLURM_LOGS = ("/var/log/slurm/*.log", "/var/log/mariadb.log")
+_SGE_LOGS = ("/var/spool/gridengine/qmaster/messages", "/var/spool/gridengine/execd/*/messages")
 
 CLUSTERS: dict[str, ClusterSpec] = {
     s.name: s
@@ -140,6 +141,14 @@ CLUSTERS: dict[str, ClusterSpec] = {
                     ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS),
         ClusterSpec("slurm-24.11-cluster", "slurm", "slurm", "debian:trixie-slim", "soma-schedulers/slurm:24.11",
                     2, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS),
+        # nodes = containers: rank 0 runs on the first, MPIScheduler workers on the others
+        ClusterSpec("mpi", "mpi", "openmpi", "debian:bookworm-slim", "soma-schedulers/openmpi:4.1", 3,
+                    ready_line="SOMA-SCHEDULERS-READY mpi", log_paths=("/var/log/sshd.log",)),
+        # DRMAA on Son of Grid Engine 8.1.9: the suite runs in the controller (testing.incontainer)
+        ClusterSpec("sge", "drmaa", "sge", "debian:bookworm-slim", "soma-schedulers/sge:8.1.9", 1,
+                    ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS),
+        ClusterSpec("sge-cluster", "drmaa", "sge", "debian:bookworm-slim", "soma-schedulers/sge:8.1.9", 2,
+                    ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS),
     )
 }
 
@@ -155,8 +164,31 @@ def _slurm_layout(spec: ClusterSpec) -> list[NodeLayout]:
     return [ctl, *computes]
 
 
+def _mpi_layout(spec: ClusterSpec) -> list[NodeLayout]:
+    hosts = [f"mpi{i}" for i in range(1, max(1, spec.nodes) + 1)]
+    env = {"MPI_HOSTS": ",".join(hosts)}
+    return [NodeLayout(h, h, {**env, "MPI_ROLE": "controller" if i == 0 else "node"}) for i, h in enumerate(hosts)]
+
+
+def _sge_layout(spec: ClusterSpec) -> list[NodeLayout]:
+    if spec.nodes <= 1:
+        return [NodeLayout("all", "sge", {"SGE_ROLE": "all"})]
+    execs = [f"exec{i}" for i in range(1, spec.nodes + 1)]
+    master = NodeLayout("master", "sgemaster", {"SGE_ROLE": "master", "SGE_EXEC_HOSTS": " ".join(execs)})
+    return [master, *(NodeLayout(h, h, {"SGE_ROLE": "exec", "SGE_MASTER": master.hostname}) for h in execs)]
+
+
 #: scheduler_type -> function giving the containers of a spec (controller first).
-LAYOUTS: dict[str, Callable[[ClusterSpec], list[NodeLayout]]] = {"slurm": _slurm_layout}
+LAYOUTS: dict[str, Callable[[ClusterSpec], list[NodeLayout]]] = {"slurm": _slurm_layout, "mpi": _mpi_layout}
+LAYOUTS["drmaa"] = _sge_layout  # the only DRMAA image so far
+
+#: Where :func:`start_cluster` (``mount_source=True``) mounts :func:`source_root`, read-only.
+SOURCE_MOUNT = "/src"
+
+
+def source_root() -> str:
+    """The directory holding the ``soma_schedulers`` package (the repository, for a checkout)."""
+    return str(Path(__file__).resolve().parents[2])
 
 
 # --------------------------------------------------------------------------- discovery
@@ -472,8 +504,13 @@ def _wait_ready(cluster: DrmsCluster, t0: float, timeout: float) -> None:
         time.sleep(0.1)
 
 
-def start_cluster(name: str, log: LogFunc = _default_log, name_suffix: str = "") -> DrmsCluster:
+def start_cluster(name: str, log: LogFunc = _default_log, name_suffix: str = "",
+                  mount_source: bool = False) -> DrmsCluster:
     """Build the images if needed, then start cluster ``name`` of :data:`CLUSTERS`.
+
+    ``mount_source``: also bind-mount :func:`source_root` read-only at
+    :data:`SOURCE_MOUNT` in every container (``PYTHONPATH=/src`` then imports
+    this very code there).
 
     Creates a shared dir and (multi-node) a network, starts the containers,
     waits for the ready line of the controller (timeout
@@ -522,7 +559,8 @@ def start_cluster(name: str, log: LogFunc = _default_log, name_suffix: str = "")
         api = client.api
         for node in layout:
             host_config = api.create_host_config(
-                binds={shared_dir: {"bind": shared_dir, "mode": "rw"}},
+                binds={shared_dir: {"bind": shared_dir, "mode": "rw"},
+                       **({source_root(): {"bind": SOURCE_MOUNT, "mode": "ro"}} if mount_source else {})},
                 network_mode=network.name if network is not None else None,
                 init=False,
             )

@@ -1,0 +1,3 @@
+#!/bin/bash
+# Docker HEALTHCHECK: ready (line printed) and sshd running.
+test -e /run/soma-ready && pgrep -x sshd >/dev/null
