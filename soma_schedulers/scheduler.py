@@ -53,7 +53,9 @@ CAPABILITIES = frozenset(
 _BUILTIN_TYPES: dict[str, str] = {
     "local_basic": "soma_schedulers.schedulers.local_scheduler:ConfiguredLocalScheduler",
     "local": "soma_schedulers.schedulers.local_scheduler:ConfiguredLocalScheduler",
+    "drmaa": "soma_schedulers.schedulers.drmaa_scheduler:DrmaaScheduler",
     "slurm": "soma_schedulers.schedulers.slurm_scheduler:SlurmScheduler",
+    "mpi": "soma_schedulers.schedulers.mpi_scheduler:MPIScheduler",
 }
 
 

@@ -1,0 +1,114 @@
+"""Run the conformance suite (or any command) *inside* a test cluster's controller.
+
+Some backends are used from within the cluster, not through a bridge from
+the host: the ``mpi`` backend's scheduler is rank 0 of an ``mpirun``. This
+runner starts the cluster (:func:`docker_harness.start_cluster`, with this
+package bind-mounted read-only at ``/src``), runs a command in the controller
+container as the test user with ``PYTHONPATH=/src``, streams its output,
+stops the cluster and exits with the command's exit code::
+
+    python -m soma_schedulers.testing.incontainer mpi [PYTEST ARGS...]
+    python -m soma_schedulers.testing.incontainer mpi --exec -- mpirun -np 3 -H mpi1,mpi2,mpi3 hostname
+
+Without ``--exec`` the command is the conformance suite (Debian's pytest and
+hypothesis in the image; pytest's ``--basetemp`` is on the cluster's shared
+directory, so every node sees the jobs' files). Exit code 2 (and one line on
+stderr) when the cluster cannot be started.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import docker_harness as dh
+
+__all__ = ["COMMANDS", "main", "run_in_cluster", "suite_command"]
+
+
+def suite_command(cluster: dh.DrmsCluster, pytest_args: Sequence[str]) -> list[str]:
+    """``python3 -m pytest`` running the conformance suite on the cluster's scheduler type."""
+    return [
+        # "no:soma_schedulers": the entry point is seen too when /src holds an egg-info
+        "python3", "-m", "pytest", "-p", "no:soma_schedulers", "-p", "soma_schedulers.testing.plugin",
+        "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning",
+        "--basetemp", f"{cluster.shared_dir}/pytest",
+        "--pyargs", "soma_schedulers.testing.suite", "--scheduler", cluster.spec.scheduler_type,
+        *pytest_args,
+    ]
+
+
+def _mpi_command(cluster: dh.DrmsCluster, pytest_args: Sequence[str]) -> list[str]:
+    # One rank per container: rank 0 (pytest, the scheduler) on the controller, workers on the others.
+    return [
+        "mpirun", "-np", str(len(cluster.hostnames)), "-H", ",".join(cluster.hostnames),
+        "-x", f"PYTHONPATH={dh.SOURCE_MOUNT}", "-x", "PYTHONDONTWRITEBYTECODE=1",
+        "python3", "-m", "soma_schedulers.schedulers.mpi_scheduler", "-m", *suite_command(cluster, pytest_args)[2:],
+    ]
+
+
+def _drmaa_command(cluster: dh.DrmsCluster, pytest_args: Sequence[str]) -> list[str]:
+    # The job scripts go to the shared directory, which every execution host sees.
+    ini = Path(cluster.shared_dir) / "drmaa.ini"
+    ini.write_text(f"[{cluster.spec.name}]\nSCHEDULER_TYPE = drmaa\n"
+                   f"OPTION_TMP_DIR = {cluster.shared_dir}/drmaa-scripts\n", encoding="utf-8")
+    ini.chmod(0o644)
+    return suite_command(cluster, ["--scheduler-config", str(ini), *pytest_args])
+
+
+#: scheduler_type -> how to run the suite inside its cluster (default: :func:`suite_command`).
+COMMANDS: dict[str, Callable[[dh.DrmsCluster, Sequence[str]], list[str]]] = {"mpi": _mpi_command}
+COMMANDS["drmaa"] = _drmaa_command
+#: Other names of clusters: the nox/tox targets ``sge-drmaa`` ... name the backend too.
+ALIASES = {"sge-drmaa": "sge", "sge-drmaa-cluster": "sge-cluster"}
+
+
+def run_in_cluster(name: str, command: Callable[[dh.DrmsCluster], list[str]],
+                   log: Callable[[str], None] = print) -> int:
+    """Start cluster ``name``, run ``command(cluster)`` in its controller, stop it; the exit code."""
+    cluster = dh.start_cluster(name, log=log, mount_source=True)
+    try:
+        argv = command(cluster)
+        log(f"running in {cluster.name} as {cluster.spec.user}: {shlex.join(argv)}")
+        docker = ["docker", "exec", "-u", cluster.spec.user, "-w", cluster.shared_dir,
+                  "-e", f"PYTHONPATH={dh.SOURCE_MOUNT}", "-e", "PYTHONDONTWRITEBYTECODE=1", cluster.name]
+        return subprocess.run([*docker, *argv], stdin=subprocess.DEVNULL, check=False).returncode
+    finally:
+        cluster.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if args else 2
+    name, rest = ALIASES.get(args[0], args[0]), args[1:]
+    if name not in dh.CLUSTERS:
+        print(f"error: unknown cluster {name!r}; known: {', '.join(sorted(dh.CLUSTERS))}", file=sys.stderr)
+        return 2
+    command: Callable[[dh.DrmsCluster], list[str]]
+    if rest[:1] == ["--exec"]:
+        cmd = rest[2:] if rest[1:2] == ["--"] else rest[1:]
+        if not cmd:
+            print("error: --exec needs a command", file=sys.stderr)
+            return 2
+        command = lambda _cluster: cmd  # noqa: E731
+    else:
+        build = COMMANDS.get(dh.CLUSTERS[name].scheduler_type, suite_command)
+        command = lambda cluster: build(cluster, rest)  # noqa: E731
+
+    def log(line: str) -> None:
+        print(f"[incontainer] {line}", flush=True)
+
+    try:
+        return run_in_cluster(name, command, log)
+    except dh.HarnessError as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
