@@ -15,9 +15,11 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 #: Targets of the conformance matrix: "local" is the local backend, the others DRMS images.
-DRMS = ["local", "slurm", "slurm-cluster", "slurm-24.11"]
+DRMS = ["local", "slurm", "slurm-cluster", "slurm-24.11", "mpi"]
 #: The DRMS that build from Debian packages alone, so CI runs them on a fresh machine.
-CI_DRMS = ["slurm", "slurm-cluster", "slurm-24.11"]
+CI_DRMS = ["slurm", "slurm-cluster", "slurm-24.11", "mpi"]
+#: DRMS whose scheduler runs inside the cluster (the suite runs there, see testing/incontainer.py).
+IN_CONTAINER = {"mpi"}
 
 
 def _install(session: nox.Session, extras: str = "test") -> None:
@@ -40,6 +42,9 @@ def tests(session: nox.Session) -> None:
 def conformance(session: nox.Session, drms: str) -> None:
     """The conformance suite against one target of the matrix."""
     _install(session)
+    if drms in IN_CONTAINER:
+        session.run("python", "-m", "soma_schedulers.testing.incontainer", drms, "-rs", *session.posargs)
+        return
     session.run("pytest", "tests/test_conformance.py", *_target_args(drms), "-rs", *session.posargs)
 
 
@@ -74,6 +79,8 @@ def ci(session: nox.Session) -> None:
     session.run("ruff", "check", "soma_schedulers", "tests", "benchmarks", "noxfile.py")
     session.run("mypy", "soma_schedulers")
     session.run("pytest", "tests", "--ignore=tests/containers", "-rs", "-p", "no:cacheprovider")
-    drms_args = [a for d in CI_DRMS for a in _target_args(d)]
+    for drms in sorted(IN_CONTAINER & set(CI_DRMS)):
+        session.run("python", "-m", "soma_schedulers.testing.incontainer", drms, "-rs")
+    drms_args = [a for d in CI_DRMS if d not in IN_CONTAINER for a in _target_args(d)]
     session.run("pytest", "tests/test_conformance.py", "tests/containers", *drms_args, "-rs",
                 "-p", "no:cacheprovider", *session.posargs)
