@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import docker_harness as dh
 
-__all__ = ["COMMANDS", "main", "run_in_cluster", "suite_command"]
+__all__ = ["COMMANDS", "IN_CONTAINER_ONLY", "main", "run_in_cluster", "suite_command"]
 
 
 def suite_command(cluster: dh.DrmsCluster, pytest_args: Sequence[str]) -> list[str]:
@@ -61,6 +61,8 @@ def _drmaa_command(cluster: dh.DrmsCluster, pytest_args: Sequence[str]) -> list[
 
 #: scheduler_type -> how to run the suite inside its cluster (default: :func:`suite_command`).
 COMMANDS: dict[str, Callable[[dh.DrmsCluster, Sequence[str]], list[str]]] = {"mpi": _mpi_command}
+#: Scheduler types that only work inside their cluster (``--drms`` from the host skips them).
+IN_CONTAINER_ONLY = frozenset({"mpi"})
 COMMANDS["drmaa"] = _drmaa_command
 #: Other names of clusters: the nox/tox targets ``sge-drmaa`` ... name the backend too.
 ALIASES = {"sge-drmaa": "sge", "sge-drmaa-cluster": "sge-cluster"}

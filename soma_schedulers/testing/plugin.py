@@ -78,7 +78,11 @@ def _type_target(request: pytest.FixtureRequest, scheduler_type: str) -> Target:
 
 def _drms_target(request: pytest.FixtureRequest, name: str) -> Target:
     from . import docker_harness as harness
+    from .incontainer import IN_CONTAINER_ONLY
 
+    spec = harness.CLUSTERS.get(name)
+    if spec is not None and spec.scheduler_type in IN_CONTAINER_ONLY:
+        pytest.skip(f"DRMS {name!r} runs the suite inside its cluster: python -m soma_schedulers.testing.incontainer {name}")
     ok, reason = harness.docker_available()
     if not ok:
         pytest.skip(f"DRMS {name!r}: {reason}")
