@@ -124,6 +124,9 @@ def _conformance(pytest_args: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["conformance"]:  # everything after it is pytest's
+        return _conformance(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose, format="%(levelname)s %(name)s: %(message)s")
     if args.action == "types":
