@@ -24,15 +24,19 @@ Design (see ``docs/mpi.md``):
 * Ranks >= 1 run up to ``slots`` jobs at once (``CPU_NB``; default the
   node's CPU count), each in a thread blocked in ``wait4``
   (:class:`soma_schedulers.process.JobProcess`, shared with the local
-  backend), and report each end at once with its rusage.
-* Jobs keep their queue on rank 0: killing a queued job needs no worker
-  (``aborted_before_running``); killing a running one sends the worker a
-  kill message, and it signals the job's process group (``killed_by_user``).
+  backend), and report each end at once with its rusage. Each worker also
+  holds up to ``slots`` more jobs, started the moment a slot frees (no round
+  trip to rank 0 per job); a job is ``running`` once its worker says so.
+* Queued jobs wait on rank 0 until a worker has room: killing one there
+  needs no worker (``aborted_before_running``). Killing a job already sent
+  to a worker sends it a kill message: a job still waiting there ends
+  ``aborted_before_running``; a running one has its process group signalled
+  (``killed_by_user``).
 * Messages are JSON documents (argv, env, paths, exit info) sent as bytes:
   nothing is pickled, no engine object crosses the wire.
 * MPI cannot wait for a message and a Python event together, and OpenMPI's
   blocking receives spin a core; so both sides poll with ``Improbe``, backing
-  off from 0.2 ms to 2 ms (rank 0 while jobs are out) or 5 ms (workers).
+  off from 0.2 ms to 1 ms (rank 0 while jobs are out) or 5 ms (workers).
   Idle, rank 0 sleeps in a condition variable that API calls wake.
 * Jobs do not inherit the launcher's variables (``PMIX_*``,
   ``OMPI_COMM_WORLD_*`` ...): a job may itself be an MPI program.
@@ -79,10 +83,12 @@ TAG_STOP = 64  # 0 -> worker: {}
 TAG_RESULT = 65  # worker -> 0: {"id", "status", "exit": [exit_status, value, sig, usage], "error"}
 TAG_BYE = 66  # worker -> 0: {} (last message of a worker)
 TAG_FATAL = 67  # worker -> 0: {"error"} (the worker loop broke; its jobs are killed)
+TAG_CONFIG = 68  # 0 -> worker: {"slots"} (answer to hello, before any job)
+TAG_STARTED = 69  # worker -> 0: {"id"} (the job's process is being started)
 
 #: Polling (seconds): first delay after activity, and the back-off ceilings.
 POLL_MIN = 0.0002
-POLL_MAX = 0.002
+POLL_MAX = 0.001
 WORKER_POLL_MAX = 0.005
 IDLE_POLL = 0.1
 #: Seconds rank 0 waits for the workers' goodbyes when stopping them.
@@ -163,6 +169,7 @@ class _Record:
     state: str
     signal_end: bool
     rank: int = 0
+    dispatched: bool = False  # sent to worker ``rank`` (it may still wait there for a slot)
     kill_sent: bool = False
     exit_info: ExitInfo | None = None
     error: str | None = None
@@ -173,7 +180,10 @@ class _Worker:
     rank: int
     host: str
     slots: int
-    running: set[str] = field(default_factory=set)
+    assigned: set[str] = field(default_factory=set)  # dispatched, not ended
+
+    def free(self, prefetch: bool) -> int:
+        return self.slots * (2 if prefetch else 1) - len(self.assigned)
 
 
 class _Dispatcher:
@@ -240,11 +250,11 @@ class _Dispatcher:
             rec = self.record(owner, job_id)
             if rec.state in C.END_STATES:
                 return
-            if rec.state in C.WAITING_STATES:
+            if not rec.dispatched:  # on rank 0's queue, or held
                 if rec in self.queue:
                     self.queue.remove(rec)
                 self._end_locked(rec, C.FAILED, ExitInfo(C.EXIT_NOTRUN, None, None, None))
-            elif not rec.kill_sent:
+            elif not rec.kill_sent:  # the worker ends it: not started, or killed
                 rec.kill_sent = True
                 self.outbox.append((rec.rank, TAG_KILL, {"id": rec.id}))
                 self.cond.notify_all()
@@ -275,7 +285,7 @@ class _Dispatcher:
                     self._end_locked(rec, C.FAILED, ExitInfo(C.EXIT_NOTRUN, None, None, None))
                 self.queue.clear()
                 for rec in self.records.values():
-                    if rec.state in C.WAITING_STATES:
+                    if rec.state in C.WAITING_STATES and not rec.dispatched:  # held
                         self._end_locked(rec, C.FAILED, ExitInfo(C.EXIT_NOTRUN, None, None, None))
                 self.cond.notify_all()
         if self.thread is not threading.current_thread():
@@ -290,8 +300,8 @@ class _Dispatcher:
         rec.state = state
         rec.exit_info = info
         rec.error = error
-        if rec.rank in self.workers:
-            self.workers[rec.rank].running.discard(rec.id)
+        if rec.dispatched and rec.rank in self.workers:
+            self.workers[rec.rank].assigned.discard(rec.id)
         if error:
             logger.error("job %s: %s", rec.id, error)
         if rec.signal_end:
@@ -299,12 +309,15 @@ class _Dispatcher:
         self.cond.notify_all()
 
     def _free_worker_locked(self) -> _Worker | None:
-        best: _Worker | None = None
-        for w in self.workers.values():
-            free = w.slots - len(w.running)
-            if free > 0 and w.rank not in self.dead and (best is None or free > best.slots - len(best.running)):
-                best = w
-        return best
+        """The worker with the most free slots; if none has one, the one with the most room
+        in its prefetch queue (as many jobs as slots wait there, ready to start the moment a
+        slot frees, so throughput does not pay a round trip to rank 0 per job)."""
+        for prefetch in (False, True):
+            best = max((w for w in self.workers.values() if w.rank not in self.dead),
+                       key=lambda w: w.free(prefetch), default=None)
+            if best is not None and best.free(prefetch) > 0:
+                return best
+        return None
 
     def _plan_locked(self) -> list[tuple[int, int, dict[str, Any]]]:
         out, self.outbox = self.outbox, []
@@ -318,9 +331,9 @@ class _Dispatcher:
             if w is None:
                 break
             rec = self.queue.popleft()
-            rec.state = C.RUNNING
+            rec.dispatched = True
             rec.rank = w.rank
-            w.running.add(rec.id)
+            w.assigned.add(rec.id)
             out.append((w.rank, TAG_JOB, {"id": rec.id, "spec": rec.spec}))
         return out
 
@@ -330,7 +343,7 @@ class _Dispatcher:
         return bool(self.queue) and self._free_worker_locked() is not None
 
     def _busy_locked(self) -> bool:
-        return (any(w.running for w in self.workers.values()) or self.stopping
+        return (any(w.assigned for w in self.workers.values()) or self.stopping
                 or len(self.workers) + len(self.dead) < self.size - 1)
 
     def _handle_locked(self, src: int, tag: int, doc: Any) -> None:
@@ -340,10 +353,15 @@ class _Dispatcher:
             if self.max_slots:
                 slots = min(slots, self.max_slots)
             self.workers[src] = _Worker(src, str(doc.get("host", "?")), max(1, slots))
+            self.outbox.append((src, TAG_CONFIG, {"slots": max(1, slots)}))
             logger.debug("MPI worker rank %d on %s: %d slot(s)", src, doc.get("host"), slots)
+        elif tag == TAG_STARTED:
+            rec = self.records.get(str(doc.get("id")))
+            if rec is not None and rec.dispatched and rec.rank == src and rec.state == C.QUEUED_ACTIVE:
+                rec.state = C.RUNNING
         elif tag == TAG_RESULT:
             rec = self.records.get(str(doc.get("id")))
-            if rec is None or rec.state != C.RUNNING or rec.rank != src:
+            if rec is None or not rec.dispatched or rec.rank != src or rec.state in C.END_STATES:
                 logger.warning("MPI worker rank %d reported an unexpected job %r", src, doc.get("id"))
                 return
             status, value, sig, usage = doc["exit"]
@@ -361,7 +379,7 @@ class _Dispatcher:
         self.byes.add(rank)
         logger.error("%s", why)
         for rec in self.records.values():
-            if rec.state == C.RUNNING and rec.rank == rank:
+            if rec.dispatched and rec.rank == rank and rec.state not in C.END_STATES:
                 self._end_locked(rec, C.FAILED, ExitInfo(C.EXIT_ABORTED, None, None, None), why)
 
     # -- the MPI thread ----------------------------------------------------------------
@@ -542,96 +560,141 @@ __main_scheduler__ = MPIScheduler
 # --------------------------------------------------------------------------- ranks >= 1
 
 
+_NOTRUN = ProcessResult(C.FAILED, ExitInfo(C.EXIT_NOTRUN, None, None, None))
+
+
+class _WorkerRank:
+    """The loop of a rank >= 1: a queue of jobs from rank 0, up to ``slots`` of them running."""
+
+    def __init__(self, mpi: Any, comm: Any) -> None:
+        self.MPI = mpi
+        self.comm = comm
+        self.chan = _Channel(mpi, comm)
+        self.base_env = job_environment()
+        self.slots = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.waiting: deque[tuple[str, ProcessSpec]] = deque()
+        self.running: dict[str, JobProcess] = {}
+        self.ended: queue.SimpleQueue[tuple[str, ProcessResult]] = queue.SimpleQueue()
+        self.stopping = False
+        self.terminated = False
+
+    def _execute(self, job_id: str, process: JobProcess) -> None:
+        try:
+            result = process.run()
+        except BaseException as exc:  # never lose a job's end
+            result = ProcessResult(C.FAILED, ExitInfo(C.EXIT_ABORTED, None, None, None), f"worker error: {exc}")
+        self.ended.put((job_id, result))
+
+    def _report(self, job_id: str, result: ProcessResult) -> None:
+        info = result.exit_info
+        usage = info.resource_usage.decode("ascii") if info.resource_usage is not None else None
+        self.chan.send(0, TAG_RESULT, {"id": job_id, "status": result.status, "error": result.error,
+                                       "exit": [info.exit_status, info.exit_value, info.term_sig, usage]})
+
+    def _start_ready(self) -> None:
+        while self.waiting and len(self.running) < self.slots and not self.stopping:
+            jid, spec = self.waiting.popleft()
+            proc = JobProcess(spec, self.base_env)
+            self.running[jid] = proc
+            threading.Thread(target=self._execute, args=(jid, proc), name=f"soma-mpi-job-{jid}",
+                             daemon=True).start()
+            self.chan.send(0, TAG_STARTED, {"id": jid})
+
+    def _finish(self, job_id: str, result: ProcessResult) -> None:
+        self.running.pop(job_id, None)
+        self._start_ready()  # the next job first, then the news
+        self._report(job_id, result)
+
+    def _drop_waiting(self, job_id: str | None = None) -> None:
+        """Report waiting jobs (one, or all) as never started."""
+        keep: deque[tuple[str, ProcessSpec]] = deque()
+        for jid, spec in self.waiting:
+            if job_id is None or jid == job_id:
+                self._report(jid, _NOTRUN)
+            else:
+                keep.append((jid, spec))
+        self.waiting = keep
+
+    def _handle(self, tag: int, doc: Any) -> None:
+        if tag == TAG_JOB:
+            jid = str(doc.get("id"))
+            try:
+                spec = ProcessSpec.from_message(doc.get("spec") or {})
+            except ValueError as exc:
+                self._report(jid, ProcessResult(C.FAILED, ExitInfo(C.EXIT_ABORTED, None, None, None), str(exc)))
+                return
+            if self.stopping:
+                self._report(jid, _NOTRUN)
+                return
+            self.waiting.append((jid, spec))
+            self._start_ready()
+        elif tag == TAG_KILL:
+            jid = str(doc.get("id"))
+            if jid in self.running:
+                self.running[jid].kill()
+            else:
+                self._drop_waiting(jid)
+        elif tag == TAG_CONFIG:
+            self.slots = max(1, int(doc.get("slots") or 1))
+            self._start_ready()
+        elif tag == TAG_STOP:
+            self.stopping = True
+            self._drop_waiting()
+            for p in list(self.running.values()):
+                p.kill()
+
+    def on_sigterm(self, _signo: int, _frame: Any) -> None:
+        self.terminated = True
+        for p in list(self.running.values()):
+            p.kill()
+
+    def run(self) -> int:
+        self.chan.send(0, TAG_HELLO, {"host": socket.gethostname(), "pid": os.getpid(), "cpus": self.slots})
+        delay = POLL_MIN
+        while True:
+            activity = False
+            while not self.terminated and (got := self.chan.receive(0)) is not None:
+                self._handle(got[1], got[2])
+                activity = True
+            while True:
+                try:
+                    self._finish(*self.ended.get_nowait())
+                    activity = True
+                except queue.Empty:
+                    break
+            sends_done = self.chan.progress()
+            if self.terminated:  # SIGTERM (mpirun is being stopped): jobs are killed, no goodbye
+                deadline = time.monotonic() + KILL_GRACE + 1.0
+                while self.running and time.monotonic() < deadline:
+                    try:
+                        self.running.pop(self.ended.get(timeout=max(0.0, deadline - time.monotonic()))[0], None)
+                    except queue.Empty:
+                        break
+                return 143
+            if self.stopping and not self.running and sends_done:
+                self.comm.Send([_encode({}), self.MPI.BYTE], dest=0, tag=TAG_BYE)
+                return 0
+            delay = POLL_MIN if activity else min(delay * 2, WORKER_POLL_MAX)
+            try:  # a job's end wakes this at once
+                self._finish(*self.ended.get(timeout=delay))
+                delay = POLL_MIN
+            except queue.Empty:
+                pass
+
+
 def worker_loop(comm: Any = None) -> int:
     """Run jobs for rank 0 until it says stop; returns an exit code (0: stopped cleanly)."""
     mpi = _import_mpi()
     comm = comm if comm is not None else mpi.COMM_WORLD
     if int(comm.Get_rank()) == 0:
         raise DRMError("worker_loop() runs on ranks >= 1; rank 0 builds the MPIScheduler")
-    chan = _Channel(mpi, comm)
-    base_env = job_environment()
-    jobs: dict[str, JobProcess] = {}
-    ended: queue.SimpleQueue[tuple[str, ProcessResult]] = queue.SimpleQueue()
-    state = {"stopping": False, "terminated": False}
-
-    def execute(job_id: str, process: JobProcess) -> None:
-        try:
-            result = process.run()
-        except BaseException as exc:  # never lose a job's end
-            result = ProcessResult(C.FAILED, ExitInfo(C.EXIT_ABORTED, None, None, None), f"worker error: {exc}")
-        ended.put((job_id, result))
-
-    def report(job_id: str, result: ProcessResult) -> None:
-        jobs.pop(job_id, None)
-        info = result.exit_info
-        usage = info.resource_usage.decode("ascii") if info.resource_usage is not None else None
-        chan.send(0, TAG_RESULT, {"id": job_id, "status": result.status, "error": result.error,
-                                  "exit": [info.exit_status, info.exit_value, info.term_sig, usage]})
-
-    def on_term(_signo: int, _frame: Any) -> None:
-        state["terminated"] = True
-        for p in list(jobs.values()):
-            p.kill()
-
+    worker = _WorkerRank(mpi, comm)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_term)
-    chan.send(0, TAG_HELLO, {"host": socket.gethostname(), "pid": os.getpid(),
-                             "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                             else (os.cpu_count() or 1)})
-    delay = POLL_MIN
+        signal.signal(signal.SIGTERM, worker.on_sigterm)
     try:
-        while True:
-            activity = False
-            while not state["terminated"] and (got := chan.receive(0)) is not None:
-                _src, tag, doc = got
-                activity = True
-                if tag == TAG_JOB:
-                    jid = str(doc.get("id"))
-                    try:
-                        spec = ProcessSpec.from_message(doc.get("spec") or {})
-                    except ValueError as exc:
-                        report(jid, ProcessResult(C.FAILED, ExitInfo(C.EXIT_ABORTED, None, None, None), str(exc)))
-                        continue
-                    proc = JobProcess(spec, base_env)
-                    jobs[jid] = proc
-                    if state["stopping"]:
-                        proc.kill()
-                    threading.Thread(target=execute, args=(jid, proc), name=f"soma-mpi-job-{jid}",
-                                     daemon=True).start()
-                elif tag == TAG_KILL:
-                    target = jobs.get(str(doc.get("id")))
-                    if target is not None:
-                        target.kill()
-                elif tag == TAG_STOP:
-                    state["stopping"] = True
-                    for p in list(jobs.values()):
-                        p.kill()
-            while True:
-                try:
-                    report(*ended.get_nowait())
-                    activity = True
-                except queue.Empty:
-                    break
-            sends_done = chan.progress()
-            if state["terminated"]:  # SIGTERM (mpirun is being stopped): jobs are killed, no goodbye
-                deadline = time.monotonic() + KILL_GRACE + 1.0
-                while jobs and time.monotonic() < deadline:
-                    try:
-                        jobs.pop(ended.get(timeout=max(0.0, deadline - time.monotonic()))[0], None)
-                    except queue.Empty:
-                        break
-                return 143
-            if state["stopping"] and not jobs and sends_done:
-                comm.Send([_encode({}), mpi.BYTE], dest=0, tag=TAG_BYE)
-                return 0
-            delay = POLL_MIN if activity else min(delay * 2, WORKER_POLL_MAX)
-            try:
-                report(*ended.get(timeout=delay))
-                delay = POLL_MIN
-            except queue.Empty:
-                pass
+        return worker.run()
     except BaseException as exc:
-        for p in list(jobs.values()):
+        for p in list(worker.running.values()):
             p.kill()
         text = f"{type(exc).__name__}: {exc}"
         print(f"soma_schedulers MPI worker rank {comm.Get_rank()}: {text}\n{traceback.format_exc()}",
