@@ -132,6 +132,8 @@ class JobProcess:
         self.base_env = base_env
         self.pid: int | None = None
         self.started = 0.0
+        self._pgid: int | None = None  # the job's process group, kept after its leader's end
+        self._term_sent = 0.0
         self._lock = threading.Lock()
         self._kill_requested = False
         self._signal_sent = False
@@ -181,7 +183,7 @@ class JobProcess:
                 if fh is not None and not isinstance(fh, int):
                     fh.close()
         with self._lock:
-            self.pid = proc.pid
+            self.pid = self._pgid = proc.pid
             if self._kill_requested:
                 self._signal_locked(signal.SIGTERM)
         _, wstatus, ru = os.wait4(proc.pid, 0)
@@ -198,8 +200,25 @@ class JobProcess:
         with self._lock:
             killed = self._signal_sent
             self.pid = None
+        if killed:
+            self._finish_group()
+        with self._lock:
             self._ended = True
         return classify(wstatus, killed, usage)
+
+    def _finish_group(self) -> None:
+        """After a killed job's leader ended: give the rest of its group the rest of the
+        grace period, then SIGKILL it, so that a killed job leaves nothing behind."""
+        deadline = self._term_sent + KILL_GRACE
+        while self._pgid is not None:
+            try:
+                os.killpg(self._pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            if time.monotonic() >= deadline:
+                self._force_kill()
+                return
+            time.sleep(0.02)
 
     def _signal_locked(self, sig: int) -> None:
         if self.pid is None:
@@ -210,19 +229,26 @@ class JobProcess:
             return
         self._signal_sent = True
         if sig == signal.SIGTERM:
+            self._term_sent = time.monotonic()
             timer = threading.Timer(KILL_GRACE, self._force_kill)
             timer.daemon = True
             timer.start()
 
     def _force_kill(self) -> None:
+        # The whole group, even when its leader is gone: children that ignore SIGTERM die too.
         with self._lock:
-            self._signal_locked(signal.SIGKILL)
+            if self._pgid is not None:
+                try:
+                    os.killpg(self._pgid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
 
     def kill(self) -> None:
-        """SIGTERM the job's process group (SIGKILL after :data:`KILL_GRACE` s).
+        """SIGTERM the job's process group, SIGKILL what is left of it after :data:`KILL_GRACE` s.
 
-        Before the start, the job will not start (``killed_by_user``); after
-        its end, nothing happens.
+        :meth:`run` returns once the whole group is gone (a child ignoring
+        SIGTERM does not outlive the kill). Before the start, the job will
+        not start (``killed_by_user``); after its end, nothing happens.
         """
         with self._lock:
             if self._ended:

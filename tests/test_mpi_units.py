@@ -10,6 +10,7 @@ rank) offering the calls the backend makes (``Isend``, ``Send``,
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -76,6 +77,24 @@ def test_job_process_killed_before_start_never_starts(tmp_path: Path) -> None:
     assert (result.status, result.exit_info[:3]) == (C.FAILED, (C.USER_KILLED, None, None))
     assert not marker.exists()
     proc.kill()  # after the end: nothing
+
+
+def test_killed_job_leaves_nothing_in_its_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child"
+    proc = JobProcess(ProcessSpec(argv=("/bin/sh", "-c", f"sh -c 'trap \"\" TERM; sleep 300' & echo $! > '{pidfile}'; wait")))
+    t = threading.Thread(target=lambda: results.append(proc.run()))
+    results: list[Any] = []
+    t.start()
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        time.sleep(0.02)
+    child = int(pidfile.read_text())
+    proc.kill()
+    t.join(10)
+    assert results[0].exit_info[:3] == (C.USER_KILLED, None, 15)
+    with pytest.raises(ProcessLookupError):  # reaped by us or by init: gone either way
+        for _ in range(100):
+            os.kill(child, 0)
+            time.sleep(0.02)
 
 
 # -- a fake MPI world --------------------------------------------------------------------------------
