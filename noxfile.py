@@ -15,9 +15,9 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 #: Targets of the conformance matrix: "local" is the local backend, the others DRMS images.
-DRMS = ["local", "slurm", "slurm-cluster", "slurm-24.11", "mpi"]
+DRMS = ["local", "slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi"]
 #: The DRMS that build from Debian packages alone, so CI runs them on a fresh machine.
-CI_DRMS = ["slurm", "slurm-cluster", "slurm-24.11", "mpi"]
+CI_DRMS = ["slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi"]
 #: DRMS whose scheduler runs inside the cluster (the suite runs there, see testing/incontainer.py).
 IN_CONTAINER = {"mpi"}
 

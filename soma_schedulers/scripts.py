@@ -17,12 +17,23 @@ from collections.abc import Sequence
 from .errors import JobSpecError
 from .job import Job
 
-__all__ = ["LAUNCH_ERROR_EXIT", "build_script"]
+__all__ = ["LAUNCH_ERROR_EXIT", "build_script", "sh_quote"]
 
 #: Exit code of a job script whose command could not be started.
 LAUNCH_ERROR_EXIT = 127
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def sh_quote(text: str) -> str:
+    """Quote ``text`` as one ``/bin/sh`` word that contains no carriage return.
+
+    A script must hold no CR (sbatch refuses "DOS line breaks"), so each CR is
+    spliced in from ``$soma_cr``, which every script defines first.
+    """
+    if "\r" not in text:
+        return shlex.quote(text)
+    return '"$soma_cr"'.join(shlex.quote(part) if part else "" for part in text.split("\r"))
 
 
 def build_script(
@@ -38,11 +49,12 @@ def build_script(
     ``report`` is a shell command run (with ``$soma_reason`` set) when the
     command cannot be launched.
     """
-    q = shlex.quote
+    q = sh_quote
     lines = ["#!/bin/sh", *directives]
     for d in directives:
         if "\n" in d or "\r" in d:
             raise JobSpecError(f"a native specification item contains a newline: {d!r}")
+    lines.append("soma_cr=$(printf '\\r')")
     lines.append("soma_fail() { soma_reason=$1; printf 'soma_schedulers: %s\\n' \"$1\" >&2; "
                  f"{report}; exit {LAUNCH_ERROR_EXIT}; }}")
     lines.extend(prelude)
@@ -72,5 +84,5 @@ def build_script(
     lines.append(
         f"command -v -- {q(exe)} >/dev/null 2>&1 || soma_fail {q('command not found: ' + exe)}"
     )
-    lines.append("exec " + shlex.join(job.command))
+    lines.append("exec " + " ".join(q(arg) for arg in job.command))
     return "\n".join(lines) + "\n"

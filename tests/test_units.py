@@ -249,6 +249,7 @@ def test_slurm_undetermined_then_failed_after_timeout() -> None:
 
 def test_slurm_script_quotes_everything() -> None:
     s = slurm.SlurmScheduler(SchedulerConfig(native_specification="--time=5"))
+    assert "\r" not in s.job_script(Job(command=["echo", "a\r\nb"], env={"CR": "\r"}))  # sbatch refuses CRs
     job = Job(command=["echo", "$x", "`id`"], env={"A": "it's"}, name="n\nx", hold=True,
               parallel_job_info={"config_name": "MPI", "nodes_number": 2, "cpu_per_node": 3})
     script = s.job_script(job)

@@ -11,6 +11,7 @@
 #   SLURM_EXPECTED_NODES  idle nodes the controller waits for (default 1)
 #   SLURM_CPUS / SLURM_REALMEMORY  declared node size (default 16 / 8192 MB)
 #   SLURM_READY_TIMEOUT   seconds before giving up (default 180)
+#   SLURM_ACCOUNTING      0: no MariaDB/slurmdbd, sacct disabled (default 1)
 #
 # Prints exactly one line "SOMA-SCHEDULERS-READY slurm" (roles all and
 # controller) once the expected nodes are idle and `sacct` answers; compute
@@ -63,8 +64,10 @@ case "$ROLE" in
     all|controller)
         render_slurm_conf "$ROLE" "$HOST" "$HOST"
         start_munge || fail "munged"
-        start_mariadb || fail "mariadb"
-        start_slurmdbd || fail "slurmdbd"
+        if [ "${SLURM_ACCOUNTING:-1}" != 0 ]; then
+            start_mariadb || fail "mariadb"
+            start_slurmdbd || fail "slurmdbd"
+        fi
         /usr/sbin/slurmctld || fail "slurmctld did not start"
         if [ "$ROLE" = all ]; then
             /usr/sbin/slurmd || fail "slurmd did not start"
@@ -78,9 +81,11 @@ case "$ROLE" in
             sleep 0.1
         done
         # slurmctld must be registered with slurmdbd and sacct must answer.
-        wait_for "$TIMEOUT" bash -c "sacctmgr -n -P list cluster format=cluster,controlhost | grep -q '^$CLUSTER_NAME|.\+'" \
-            || fail "slurmctld not registered with slurmdbd"
-        wait_for "$TIMEOUT" sacct -n -a -X -o jobid || fail "sacct does not answer"
+        if [ "${SLURM_ACCOUNTING:-1}" != 0 ]; then
+            wait_for "$TIMEOUT" bash -c "sacctmgr -n -P list cluster format=cluster,controlhost | grep -q '^$CLUSTER_NAME|.\+'" \
+                || fail "slurmctld not registered with slurmdbd"
+            wait_for "$TIMEOUT" sacct -n -a -X -o jobid || fail "sacct does not answer"
+        fi
         say "ready after $(echo "$(date +%s.%N) - $T0" | awk '{printf "%.1f", $1 - $3}') s: $(sinfo -h -N -o '%N:%T' | sort -u | tr '\n' ' ')"
         touch /run/soma-ready
         echo "SOMA-SCHEDULERS-READY slurm"

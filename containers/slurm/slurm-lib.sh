@@ -20,6 +20,11 @@ wait_for() {
 render_slurm_conf() {
     local role=$1 host=$2 ctl=$3
     sed -e "s/@CONTROLLER@/$ctl/g" /etc/slurm/slurm.conf.in > "$SLURM_CONF"
+    if [ "${SLURM_ACCOUNTING:-1}" = 0 ]; then
+        # No slurmdbd: sacct answers "accounting storage is disabled".
+        sed -i -e 's|^AccountingStorageType=.*|AccountingStorageType=accounting_storage/none|' \
+               -e '/^AccountingStorageHost=/d' "$SLURM_CONF"
+    fi
     if [ "$role" = all ]; then
         echo "NodeName=$host CPUs=${SLURM_CPUS:-16} RealMemory=${SLURM_REALMEMORY:-8192} State=UNKNOWN" >> "$SLURM_CONF"
     fi

@@ -258,7 +258,7 @@ class SlurmScheduler(CommandLineScheduler):
 
     def _squeue_exit_codes(self, ids: list[str], ended: dict[str, str]) -> dict[str, Observation]:
         """Exit codes from squeue (raw wait status) when accounting cannot tell."""
-        argv = ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-O", "JobID:30,exit_code:16,StartTime:30"]
+        argv = ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-O", "JobID:30,exit_code:16,TimeUsed:24,NodeList:200"]
         try:
             out = self.runner.run(argv).stdout
         except CommandError as exc:
@@ -271,8 +271,10 @@ class SlurmScheduler(CommandLineScheduler):
             if len(f) < 2 or f[0] not in ended or not f[1].lstrip("-").isdigit():
                 continue
             code, sig = decode_wait_status(int(f[1]))
-            started = f[2] not in ("N/A", "Unknown", "None") if len(f) > 2 else None
-            result[f[0]] = self._observation(f[0], ended[f[0]], code, sig, started, None)
+            started = len(f) > 3  # a job that never ran has no node list
+            wall = parse_hms(f[2]) if len(f) > 2 else None
+            usage = format_usage(walltime=wall) if started and wall is not None else None
+            result[f[0]] = self._observation(f[0], ended[f[0]], code, sig, started, usage)
         return result
 
     # -- cancel ---------------------------------------------------------------------------------------

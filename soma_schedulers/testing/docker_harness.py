@@ -116,6 +116,10 @@ class ClusterSpec:
     ready_line: str = ""
     #: Daemon log files (globs) included in :meth:`DrmsCluster.logs`.
     log_paths: tuple[str, ...] = ()
+    #: Built from upstream source: ``<context>/src/`` (see ``upstream.env``) or a download.
+    upstream_source: bool = False
+    #: Environment given to every container of the cluster (on top of the layout's).
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +133,8 @@ class NodeLayout:
 
 _SLURM_LOGS = ("/var/log/slurm/*.log", "/var/log/mariadb.log")
 _SGE_LOGS = ("/var/spool/gridengine/qmaster/messages", "/var/spool/gridengine/execd/*/messages")
+_PBS_LOGS = ("/var/spool/pbs/server_logs/*", "/var/spool/pbs/mom_logs/*", "/var/spool/pbs/sched_logs/*")
+_TORQUE_LOGS = ("/var/spool/torque/server_logs/*", "/var/spool/torque/mom_logs/*", "/var/spool/torque/sched_logs/*")
 
 CLUSTERS: dict[str, ClusterSpec] = {
     s.name: s
@@ -139,6 +145,13 @@ CLUSTERS: dict[str, ClusterSpec] = {
                     ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS),
         ClusterSpec("slurm-24.11", "slurm", "slurm", "debian:trixie-slim", "soma-schedulers/slurm:24.11", 1,
                     ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS),
+        # no slurmdbd: exercises the backend's fallback (squeue exit codes) on a real daemon
+        ClusterSpec("slurm-noacct", "slurm", "slurm", "debian:bookworm-slim", "soma-schedulers/slurm:22.05", 1,
+                    ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS,
+                    environment={"SLURM_ACCOUNTING": "0"}),
+        # the Slurm image plus sshd: the "host" of the out-of-container tests (testing/bridge.py)
+        ClusterSpec("slurm-ssh", "slurm", "slurm-ssh", "soma-schedulers/slurm:22.05", "soma-schedulers/slurm-ssh:22.05",
+                    1, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=(*_SLURM_LOGS, "/var/log/sshd.log")),
         ClusterSpec("slurm-24.11-cluster", "slurm", "slurm", "debian:trixie-slim", "soma-schedulers/slurm:24.11",
                     2, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS),
         # nodes = containers: rank 0 runs on the first, MPIScheduler workers on the others
@@ -149,6 +162,11 @@ CLUSTERS: dict[str, ClusterSpec] = {
                     ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS),
         ClusterSpec("sge-cluster", "drmaa", "sge", "debian:bookworm-slim", "soma-schedulers/sge:8.1.9", 2,
                     ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS),
+        *(ClusterSpec(name, stype, ctx, "debian:bookworm-slim", tag, nodes, ready_line=f"SOMA-SCHEDULERS-READY {ctx}",
+                      log_paths=logs, upstream_source=True)
+          for ctx, stype, tag, logs in (("openpbs", "pbspro", "soma-schedulers/openpbs:23.06", _PBS_LOGS),
+                                        ("torque", "torque", "soma-schedulers/torque:6.1", _TORQUE_LOGS))
+          for name, nodes in ((ctx, 1), (f"{ctx}-cluster", 2))),
     )
 }
 
@@ -181,6 +199,42 @@ def _sge_layout(spec: ClusterSpec) -> list[NodeLayout]:
 #: scheduler_type -> function giving the containers of a spec (controller first).
 LAYOUTS: dict[str, Callable[[ClusterSpec], list[NodeLayout]]] = {"slurm": _slurm_layout, "mpi": _mpi_layout}
 LAYOUTS["drmaa"] = _sge_layout  # the only DRMAA image so far
+
+
+def _pbs_layout(spec: ClusterSpec) -> list[NodeLayout]:
+    """OpenPBS / Torque: all daemons in one container, or a server and ``nodes`` MOM containers."""
+    var = "PBS" if spec.context == "openpbs" else "TORQUE"
+    if spec.nodes <= 1:
+        return [NodeLayout("all", spec.context, {f"{var}_ROLE": "all"})]
+    moms = [f"c{i}" for i in range(1, spec.nodes + 1)]
+    server = NodeLayout("server", f"{spec.context}server", {f"{var}_ROLE": "server", f"{var}_NODES": " ".join(moms)})
+    return [server, *(NodeLayout(h, h, {f"{var}_ROLE": "mom", f"{var}_SERVER_HOST": server.hostname}) for h in moms)]
+
+
+LAYOUTS["pbspro"] = LAYOUTS["torque"] = _pbs_layout
+ALLOW_DOWNLOAD_ENV = "SOMA_SCHEDULERS_ALLOW_DOWNLOAD"  # "1": images may download their upstream source
+
+
+def check_upstream_source(spec: ClusterSpec) -> None:
+    """Raise :class:`ImageUnavailable` (why, and how to fix it) when ``spec`` needs an upstream
+    source that is neither in ``<context>/src/`` (a tree or a tarball) nor allowed to be downloaded."""
+    if not spec.upstream_source or os.environ.get(ALLOW_DOWNLOAD_ENV, "") in ("1", "true", "yes"):
+        return
+    ctx = containers_dir() / spec.context
+    src = ctx / "src"
+    if (src / "configure.ac").is_file() or any(src.glob("*.tar.gz")) or any(src.glob("*.tgz")):
+        return
+    pin: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in (ctx / "upstream.env").read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                pin[key.strip()] = value.strip()
+    raise ImageUnavailable(
+        f"{pin.get('NAME', spec.context)} {pin.get('VERSION', '')} source (commit {pin.get('COMMIT', '?')}) "
+        f"is not in {src}: export it there (git archive COMMIT | tar -x -C {src}) or set "
+        f"{ALLOW_DOWNLOAD_ENV}=1 to let the build download {pin.get('URL', 'it')}"
+    )
 
 #: Where :func:`start_cluster` (``mount_source=True``) mounts :func:`source_root`, read-only.
 SOURCE_MOUNT = "/src"
@@ -260,7 +314,11 @@ def build_cluster_images(spec: ClusterSpec, log: LogFunc = _default_log) -> None
     and picks up edits of the Dockerfile or scripts).  With
     ``$SOMA_SCHEDULERS_SKIP_BUILD=1`` an existing image is used as is.
     Raises :class:`ImageUnavailable` when the image cannot be made here.
+    A spec whose base image is another spec's image (``slurm-ssh``) builds that one first.
     """
+    parent = next((s for s in CLUSTERS.values() if s.image_tag == spec.base_image), None)
+    if parent is not None:
+        build_cluster_images(parent, log)
     with _built_lock:
         if spec.image_tag in _built:
             return
@@ -268,7 +326,9 @@ def build_cluster_images(spec: ClusterSpec, log: LogFunc = _default_log) -> None
         if os.environ.get(SKIP_BUILD_ENV, "") in ("1", "true", "yes") and image_exists(client, spec.image_tag):
             _built.add(spec.image_tag)
             return
-        ensure_base_image(spec.base_image, log=log)
+        check_upstream_source(spec)
+        if parent is None:
+            ensure_base_image(spec.base_image, log=log)
         build_spec_image(spec, log=log)
         _built.add(spec.image_tag)
 
@@ -573,7 +633,7 @@ def start_cluster(name: str, log: LogFunc = _default_log, name_suffix: str = "",
                 spec.image_tag,
                 name=f"{base}-{node.role}",
                 hostname=node.hostname,
-                environment=node.environment,
+                environment={**spec.environment, **node.environment},
                 working_dir=shared_dir,
                 labels={**labels, _L_ROLE: node.role},
                 host_config=host_config,
