@@ -62,7 +62,7 @@ def _drmaa_command(cluster: dh.DrmsCluster, pytest_args: Sequence[str]) -> list[
 #: scheduler_type -> how to run the suite inside its cluster (default: :func:`suite_command`).
 COMMANDS: dict[str, Callable[[dh.DrmsCluster, Sequence[str]], list[str]]] = {"mpi": _mpi_command}
 #: Scheduler types that only work inside their cluster (``--drms`` from the host skips them).
-IN_CONTAINER_ONLY = frozenset({"mpi"})
+IN_CONTAINER_ONLY = frozenset({"mpi", "drmaa"})  # drmaa: libdrmaa is in the image only
 COMMANDS["drmaa"] = _drmaa_command
 #: Other names of clusters: the nox/tox targets ``sge-drmaa`` ... name the backend too.
 ALIASES = {"sge-drmaa": "sge", "sge-drmaa-cluster": "sge-cluster"}

@@ -1,0 +1,475 @@
+"""DRMAA 1.0 through the ``drmaa`` Python package (type ``drmaa``): SGE, slurm-drmaa, pbs-drmaa...
+
+The ``drmaa`` package and the DRMS's ``libdrmaa`` (named by
+``DRMAA_LIBRARY_PATH``) are imported when a scheduler is built, not when this
+module is imported; without them building one raises
+:class:`~soma_schedulers.errors.SchedulerUnavailableError`.
+
+Submission: DRMAA implementations pass argv on differently (SGE joins the
+arguments with spaces and hands them to a shell), so no job data goes
+through DRMAA. The job script of :func:`soma_schedulers.scripts.build_script`
+is written to a private file (mode 0600, in a private ``mkdtemp`` directory
+under ``options["tmp_dir"]`` / INI ``OPTION_TMP_DIR``, default
+``~/.soma-schedulers/drmaa``, which the execution hosts must see at the same
+path), and DRMAA runs ``/bin/sh <that file>``. The file is deleted when the
+job's end is recorded, and the directory by :meth:`DrmaaScheduler.clean`.
+A script that cannot start its command writes the reason to
+``<script>.launch`` and exits 127: the job ends ``failed``/``aborted``.
+
+Polling: DRMAA has no batched status call, so a poll costs one
+``jobStatus`` per unfinished job (``status_cache_seconds`` shared by every
+caller and thread), plus one ``wait(id, TIMEOUT_NO_WAIT)`` to reap each job
+that ended. DRMAA reaps a job once; its exit info is kept.
+
+Kills: ``control(id, TERMINATE)``. A job this scheduler terminated ends
+``killed_by_user`` (it had started) or ``aborted_before_running``, whatever
+the implementation reports (slurm-drmaa reports such a job as neither
+aborted nor signalled).
+
+Sessions: DRMAA 1.0 allows one session per process, so every
+``DrmaaScheduler`` of a process shares it (opened by the first, exited when
+the last one sleeps or is cleaned). :meth:`DrmaaScheduler.sleep` releases the
+session only when none of the scheduler's jobs is unfinished (a DRMS such as
+SGE forgets the end of a job that finishes while no session is open);
+:meth:`~DrmaaScheduler.wake`, called by every method when needed, reopens it
+with the previous contact string.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .. import constants as C
+from ..batch import CommandLineScheduler, Observation
+from ..config import SchedulerConfig
+from ..errors import CommandError, ConfigurationError, SchedulerUnavailableError, SubmissionError
+from ..job import Job
+from ..scheduler import CAPABILITIES
+from ..scripts import LAUNCH_ERROR_EXIT, build_script
+from ..usage import format_usage, memory_to_kb, parse_hms
+
+__all__ = ["DrmaaScheduler", "job_name", "usage_from_rusage"]
+
+#: Default parent of the private script directories (``options["tmp_dir"]``).
+DEFAULT_TMP_DIR = "~/.soma-schedulers/drmaa"
+#: Suffix of the file a job script writes when it cannot start its command.
+LAUNCH_SUFFIX = ".launch"
+#: Shell command run by the job script on a launch error (``$0`` is the script).
+LAUNCH_REPORT = f"printf '%s\\n' \"$soma_reason\" >\"$0{LAUNCH_SUFFIX}\" 2>/dev/null"
+
+# The script path is a DRMAA argument, which SGE hands to a shell unquoted.
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_./,+=@%:-]+")
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_.,+=-]")
+_LIVE = {
+    C.QUEUED_ACTIVE, C.SYSTEM_ON_HOLD, C.USER_ON_HOLD, C.USER_SYSTEM_ON_HOLD, C.RUNNING,
+    C.SYSTEM_SUSPENDED, C.USER_SUSPENDED, C.USER_SYSTEM_SUSPENDED,
+}
+#: Native-specification templates for ``parallel_job_info``, by DRMAA implementation family.
+PARALLEL_TEMPLATES = {
+    "sge": "-pe {config_name} {max_node}",
+    "slurm": "--nodes={nodes_number} --ntasks-per-node={cpu_per_node}",
+    "pbs": "-l nodes={nodes_number}:ppn={cpu_per_node}",
+}
+_QUEUE_TEMPLATES = {"sge": "-q {queue}", "slurm": "--partition={queue}", "pbs": "-q {queue}"}
+_PARALLEL_ENV_KEYS = ("PARALLEL_ENV_MPI_BIN", "PARALLEL_ENV_NODE_FILE")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def import_drmaa() -> ModuleType:
+    """Import the ``drmaa`` package (which loads libdrmaa), or raise SchedulerUnavailableError."""
+    try:
+        import drmaa
+    except ImportError as exc:
+        raise SchedulerUnavailableError(
+            "the drmaa scheduler needs the 'drmaa' Python package (pip install drmaa) and the DRMS's "
+            f"libdrmaa named by DRMAA_LIBRARY_PATH: {_one_line(exc)}"
+        ) from None
+    except (RuntimeError, OSError) as exc:
+        raise SchedulerUnavailableError(
+            f"no usable DRMAA library: set DRMAA_LIBRARY_PATH to the DRMS's libdrmaa.so ({_one_line(exc)})"
+        ) from None
+    module: ModuleType = drmaa
+    return module
+
+
+def job_name(name: str) -> str:
+    """A job name every DRMAA implementation accepts (SGE refuses spaces, ``/:@\\*?``,
+    non-ASCII text and a leading digit)."""
+    clean = _NAME_BAD.sub("_", name)[:128] or "job"
+    return "j" + clean if clean[0].isdigit() else clean
+
+
+def _number(value: object) -> float | None:
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
+
+
+def usage_from_rusage(rusage: Mapping[str, str]) -> bytes | None:
+    """DRMAA's ``resourceUsage`` dict in the contract's format (None when it says nothing).
+
+    SGE gives ``cpu`` (s), ``ru_wallclock`` (s), ``ru_maxrss`` (kB) and
+    ``maxvmem`` (bytes); others give ``cpu``/``cput``, ``walltime``, ``mem``
+    and ``vmem`` with units. SGE's ``mem`` (GB s) and ``vmem`` (current) are not
+    the peaks the contract asks for, so they are used only without the SGE keys.
+    """
+    def seconds(*keys: str) -> float | None:
+        for key in keys:
+            if key in rusage:
+                value = parse_hms(str(rusage[key]))
+                if value is not None:
+                    return value
+        return None
+
+    cput = seconds("cpu", "cput")
+    wall = seconds("ru_wallclock", "walltime")
+    if "ru_maxrss" in rusage:
+        mem = int(_number(rusage["ru_maxrss"]) or 0)
+    else:
+        mem = memory_to_kb(str(rusage.get("mem", ""))) or 0
+    if "maxvmem" in rusage:
+        vmem = int((_number(rusage["maxvmem"]) or 0) / 1024)
+    else:
+        vmem = memory_to_kb(str(rusage.get("vmem", ""))) or 0
+    text = format_usage(cput=cput, mem_kb=mem or None, vmem_kb=vmem or None, walltime=wall)
+    return text or None
+
+
+def signal_number(name: str) -> int | None:
+    """``"SIGTERM"`` (or ``"15"``) as 15; None when unknown."""
+    name = name.strip()
+    if name.isdigit():
+        return int(name)
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else "SIG" + name])
+    except KeyError:
+        return None
+
+
+def implementation_family(implementation: str) -> str:
+    """``"sge"``, ``"slurm"`` or ``"pbs"`` from DRMAA's ``drmaaImplementation`` string."""
+    text = implementation.lower()
+    if "slurm" in text:
+        return "slurm"
+    if "pbs" in text or "torque" in text:
+        return "pbs"
+    return "sge"
+
+
+class _SharedSession:
+    """The process's DRMAA session, shared by every DrmaaScheduler (one lock around it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.module: ModuleType | None = None
+        self.session: Any = None
+        self.users: set[int] = set()
+        self.contact: str | None = None
+        self.implementation = ""
+
+    def acquire(self, user: int, module: ModuleType, contact: str | None) -> Any:
+        with self.lock:
+            if self.session is None:
+                session = module.Session()
+                last = contact or self.contact
+                try:
+                    try:
+                        session.initialize(last)
+                    except module.errors.DrmaaException:
+                        if not last or contact:
+                            raise
+                        session.initialize(None)  # the previous session cannot be resumed
+                except module.errors.DrmaaException as exc:
+                    raise SchedulerUnavailableError(f"cannot open a DRMAA session: {_one_line(exc)}") from None
+                self.module, self.session = module, session
+                with contextlib.suppress(module.errors.DrmaaException):
+                    self.contact = str(session.contact) or None
+                    self.implementation = str(session.drmaaImplementation)
+            self.users.add(user)
+            return self.session
+
+    def release(self, user: int) -> None:
+        with self.lock:
+            self.users.discard(user)
+            if self.users or self.session is None or self.module is None:
+                return
+            with contextlib.suppress(self.module.errors.DrmaaException):
+                self.session.exit()
+            self.session = None
+
+
+_SESSION = _SharedSession()
+
+
+class DrmaaScheduler(CommandLineScheduler):
+    """Submit and follow jobs through a DRMAA 1.0 library (see the module docstring)."""
+
+    scheduler_type = "drmaa"
+    capabilities = CAPABILITIES
+
+    def __init__(self, config: SchedulerConfig | None = None) -> None:
+        super().__init__(config)
+        self._drmaa = import_drmaa()
+        options = self.config.options
+        root = os.path.abspath(os.path.expanduser(str(options.get("tmp_dir") or DEFAULT_TMP_DIR)))
+        if not _SAFE_PATH.fullmatch(root):
+            raise ConfigurationError(
+                f"the DRMAA job script directory {root!r} must contain no spaces or shell characters "
+                "(DRMAA implementations pass it through a shell); set OPTION_TMP_DIR"
+            )
+        self.tmp_root = root
+        self.contact: str | None = str(options["contact"]) if options.get("contact") else None
+        self._dir: str | None = None
+        self._files: dict[str, str] = {}
+        self._terminated: set[str] = set()
+        self._seq = itertools.count(1)
+        self._session: Any = None
+        self.wake()
+
+    # -- session ----------------------------------------------------------------------------
+    @property
+    def implementation(self) -> str:
+        """DRMAA's ``drmaaImplementation`` string (e.g. ``SGE 8.1.9``)."""
+        return _SESSION.implementation
+
+    def wake(self) -> None:
+        with _SESSION.lock:
+            if self._session is None:
+                self._session = _SESSION.acquire(id(self), self._drmaa, self.contact)
+        self.is_sleeping = False
+
+    def sleep(self) -> None:
+        self.is_sleeping = True
+        with self._lock:
+            busy = any(r.exit_info is None for r in self._records.values())
+        if not busy:
+            self._close_session()
+
+    def _close_session(self) -> None:
+        with _SESSION.lock:
+            if self._session is not None:
+                self._session = None
+                _SESSION.release(id(self))
+
+    def _open(self) -> Any:
+        if self._session is None or self.is_sleeping:
+            self.wake()
+        return self._session
+
+    # -- submission -------------------------------------------------------------------------------
+    def _script_dir(self) -> str:
+        if self._dir is None:
+            os.makedirs(self.tmp_root, mode=0o700, exist_ok=True)
+            self._dir = tempfile.mkdtemp(prefix="jobs-", dir=self.tmp_root)
+        return self._dir
+
+    def _write_script(self, job: Job) -> str:
+        path = os.path.join(self._script_dir(), f"{os.getpid()}-{next(self._seq)}.sh")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(build_script(job, report=LAUNCH_REPORT))
+        return path
+
+    def _parallel(self, job: Job) -> tuple[list[str], str | None, Job]:
+        """Native-specification items, job category and job (with the parallel env) for parallel jobs."""
+        info = job.parallel_job_info
+        if not info:
+            return [], None, job
+        cfg = self.parallel_job_submission_info or {}
+        name = str(info.get("config_name", "native"))
+        nodes = int(info.get("nodes_number", 1))
+        cpus = int(info.get("cpu_per_node", 1))
+        values = {
+            "{config_name}": cfg.get(name, name),
+            "{nodes_number}": str(nodes),
+            "{cpu_per_node}": str(cpus),
+            "{max_node}": str(nodes * cpus),
+        }
+
+        def fill(template: str) -> str:
+            for key, value in values.items():
+                template = template.replace(key, value)
+            return template
+
+        family = implementation_family(self.implementation)
+        spec = fill(cfg.get("drmaa_native_specification") or PARALLEL_TEMPLATES[family])
+        category = fill(cfg["drmaa_job_category"]) if cfg.get("drmaa_job_category") else None
+        penv = {k: cfg[k] for k in _PARALLEL_ENV_KEYS if cfg.get(k)}
+        if penv:
+            job = replace(job, env={**penv, **(job.env or {})})
+        return [spec], category, job
+
+    def native_specification_string(self, job: Job) -> tuple[str, str | None, Job]:
+        """DRMAA's ``nativeSpecification`` for ``job`` (queue, parallel settings, native
+        specification), its ``jobCategory`` and the job to write the script for."""
+        items: list[str] = []
+        if job.queue:
+            items.append(_QUEUE_TEMPLATES[implementation_family(self.implementation)].format(queue=job.queue))
+        parallel, category, job = self._parallel(job)
+        items += parallel
+        items += self.native_specification_for(job)
+        return " ".join(i for i in items if i.strip()), category, job
+
+    def _submit_one(self, job: Job) -> str:
+        native, category, job = self.native_specification_string(job)
+        d = self._drmaa
+        session = self._open()
+        path = self._write_script(job)
+        try:
+            with _SESSION.lock:
+                jt = session.createJobTemplate()
+                try:
+                    jt.remoteCommand = "/bin/sh"
+                    jt.args = [path]
+                    jt.outputPath = ":/dev/null"
+                    jt.errorPath = ":/dev/null"
+                    if job.name:
+                        jt.jobName = job_name(job.name)
+                    if job.hold:
+                        jt.jobSubmissionState = d.JobSubmissionState.HOLD_STATE
+                    if native:
+                        jt.nativeSpecification = native
+                    if category:
+                        jt.jobCategory = category
+                    job_id = str(session.runJob(jt))
+                finally:
+                    with contextlib.suppress(d.errors.DrmaaException):
+                        session.deleteJobTemplate(jt)
+        except d.errors.DrmaaException as exc:
+            self._remove(path)
+            raise SubmissionError(f"DRMAA refused the job: {_one_line(exc)}") from None
+        except BaseException:
+            self._remove(path)
+            raise
+        self._files[job_id] = path
+        return job_id
+
+    # -- polling -------------------------------------------------------------------------------------
+    def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
+        d = self._drmaa
+        errors = d.errors
+        session = self._open()
+        result: dict[str, Observation] = {}
+        with _SESSION.lock:
+            for job_id in ids:
+                try:
+                    state: str | None = str(session.jobStatus(job_id))
+                except errors.InvalidJobException:
+                    state = None  # reaped, or unknown to the DRMS: wait() tells
+                except errors.DrmaaException as exc:
+                    raise CommandError(["drmaa.jobStatus", job_id], None, _one_line(exc)) from None
+                if state in _LIVE:
+                    result[job_id] = Observation(state)
+                    continue
+                # done, failed, undetermined (SGE, briefly, after a kill) or unknown: reap if ended
+                obs = self._reap(session, job_id)
+                if obs is not None:
+                    result[job_id] = obs
+                elif state is not None:
+                    with self._lock:
+                        previous = self._records[job_id].status if job_id in self._records else C.RUNNING
+                    result[job_id] = Observation(previous)
+        return result
+
+    def _reap(self, session: Any, job_id: str) -> Observation | None:
+        """``wait(id, TIMEOUT_NO_WAIT)`` as an ended Observation; None when not ended (or unknown)."""
+        d = self._drmaa
+        errors = d.errors
+        try:
+            info = session.wait(job_id, d.Session.TIMEOUT_NO_WAIT)
+        except (errors.ExitTimeoutException, errors.InvalidJobException):
+            return None
+        except errors.DrmaaException as exc:
+            raise CommandError(["drmaa.wait", job_id], None, _one_line(exc)) from None
+        except Exception as exc:
+            # DRMAA_ERRNO_NO_RUSAGE ("code 24", a bare Exception in the drmaa package): the
+            # job ended without running (SGE: deleted while queued or held).
+            if not str(exc).startswith("code 24:"):
+                raise
+            return Observation(C.DONE, ended=True, cancelled=True, started=False)
+        return self.observe_end(job_id, info)
+
+    def observe_end(self, job_id: str, info: Any) -> Observation:
+        """A DRMAA ``JobInfo`` as an ended Observation (the contract's table is applied by the base)."""
+        rusage = dict(getattr(info, "resourceUsage", None) or {})
+        start = _number(rusage.get("start_time", ""))
+        started = None if start is None else start > 0
+        killed = job_id in self._terminated
+        obs = Observation(C.DONE, ended=True, started=started,
+                          usage=usage_from_rusage(rusage) if started is not False else None)
+        if killed or info.wasAborted:
+            obs.cancelled = True
+        elif info.hasExited:
+            obs.exit_code = int(info.exitStatus)
+            if obs.exit_code == LAUNCH_ERROR_EXIT:
+                obs.launch_error = self._launch_error(job_id)
+        elif info.hasSignal:
+            obs.term_sig = signal_number(str(info.terminatedSignal))
+            if obs.term_sig is None:
+                obs.aborted = f"the job died of signal {info.terminatedSignal!r}"
+        else:
+            obs.aborted = "DRMAA reports neither an exit code nor a signal"
+        return obs
+
+    def _launch_error(self, job_id: str) -> str | None:
+        path = self._files.get(job_id)
+        if path is None:
+            return None
+        try:
+            with open(path + LAUNCH_SUFFIX, encoding="utf-8", errors="replace") as fh:
+                return fh.read().strip() or "the command could not be started"
+        except OSError:
+            return None
+
+    def _finish(self, rec: Any, obs: Observation) -> None:
+        super()._finish(rec, obs)
+        self._terminated.discard(rec.id)
+        path = self._files.pop(rec.id, None)
+        if path is not None:
+            self._remove(path)
+
+    @staticmethod
+    def _remove(path: str) -> None:
+        for p in (path, path + LAUNCH_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+    # -- cancel -----------------------------------------------------------------------------------------
+    def _cancel(self, job_id: str) -> None:
+        d = self._drmaa
+        session = self._open()
+        with _SESSION.lock:
+            try:
+                session.control(job_id, d.JobControlAction.TERMINATE)
+            except d.errors.InvalidJobException:
+                return  # it ended already: its own end is reported
+            except d.errors.DrmaaException as exc:
+                raise CommandError(["drmaa.control", job_id], None, _one_line(exc)) from None
+            self._terminated.add(job_id)
+
+    def clean(self) -> None:
+        self._close_session()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        self._files.clear()
+        super().clean()
+
+    def __repr__(self) -> str:
+        return f"<DrmaaScheduler {self.implementation or 'DRMAA'} scripts in {Path(self.tmp_root)}>"

@@ -1,0 +1,406 @@
+"""Unit tests of the DRMAA backend against a fake ``drmaa`` module (no libdrmaa needed).
+
+The fake keeps the ``drmaa`` package's names and behaviours that the backend relies on,
+as observed with SGE 8.1.9 and slurm-drmaa (see docs): one session per process,
+``jobStatus``/``wait``/``control`` errors, a bare ``Exception("code 24: ...")`` for a job
+deleted before it ran.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import types
+from collections import namedtuple
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from soma_schedulers import constants as C
+from soma_schedulers.errors import ConfigurationError, SchedulerUnavailableError
+from soma_schedulers.job import Job
+from soma_schedulers.scheduler import build_scheduler, get_scheduler_implementation
+from soma_schedulers.schedulers import drmaa_scheduler as dm
+
+JobInfo = namedtuple("JobInfo", "jobId hasExited hasSignal terminatedSignal hasCoreDump wasAborted "
+                                "exitStatus resourceUsage")
+SGE_RUSAGE = {"cpu": "1.2500", "ru_wallclock": "3.0000", "ru_maxrss": "13530.0000", "maxvmem": "2097152.0000",
+              "mem": "0.0011", "vmem": "0.0000", "start_time": "1795552489.0000", "end_time": "1795552492.0000"}
+NORUSAGE = "norusage"
+
+
+def info(code: int | None = 0, sig: str = "", aborted: bool = False, rusage: dict[str, str] | None = None) -> Any:
+    return JobInfo("x", code is not None and not sig and not aborted, bool(sig), sig, False, aborted,
+                   code or 0, dict(SGE_RUSAGE if rusage is None else rusage))
+
+
+class FakeDRMS:
+    """The DRMS behind the fake library: job states and what ``wait`` gives."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, str] = {}
+        self.infos: dict[str, Any] = {}
+        self.templates: dict[str, dict[str, Any]] = {}
+        self.reaped: set[str] = set()
+        self.active = False
+        self.inits: list[str | None] = []
+        self.exits = 0
+        self.calls: list[str] = []
+        self.ids = itertools.count(1)
+        self.status_error: Exception | None = None
+        self.on_terminate_running: Any = info(None, aborted=True)  # SGE; slurm-drmaa: info(0)
+        self.run_scripts = False
+
+    def end(self, jid: str, result: Any) -> None:
+        self.states[jid] = C.DONE
+        self.infos[jid] = result
+
+
+def fake_module(drms: FakeDRMS) -> types.ModuleType:
+    errors = types.ModuleType("drmaa.errors")
+
+    class DrmaaException(Exception):
+        pass
+
+    for name in ("InvalidJobException", "ExitTimeoutException", "DrmCommunicationException",
+                 "AlreadyActiveSessionException", "DeniedByDrmException", "InvalidContactStringException"):
+        setattr(errors, name, type(name, (DrmaaException,), {}))
+    errors.DrmaaException = DrmaaException  # type: ignore[attr-defined]
+    E: Any = errors
+
+    class Template:
+        pass
+
+    class Session:
+        TIMEOUT_NO_WAIT = 0
+
+        def initialize(self, contact: str | None = None) -> None:
+            if drms.active:
+                raise E.AlreadyActiveSessionException("code 11: already active")
+            if contact and contact.startswith("expired"):
+                raise E.InvalidContactStringException("code 7: no such session")
+            drms.active = True
+            drms.inits.append(contact)
+            self.contact = contact or f"session=fake.{len(drms.inits)}"
+            self.drmaaImplementation = "SGE 8.1.9"
+
+        def exit(self) -> None:
+            drms.active = False
+            drms.exits += 1
+
+        def createJobTemplate(self) -> Template:
+            return Template()
+
+        def deleteJobTemplate(self, jt: Template) -> None:
+            pass
+
+        def runJob(self, jt: Template) -> str:
+            if getattr(jt, "nativeSpecification", "").startswith("-q nosuch"):
+                raise E.DeniedByDrmException('code 17: job requests unknown queue "nosuch"')
+            jid = str(next(drms.ids))
+            drms.templates[jid] = dict(vars(jt))
+            held = getattr(jt, "jobSubmissionState", "") == "drmaa_hold"
+            drms.states[jid] = C.USER_ON_HOLD if held else C.QUEUED_ACTIVE
+            if drms.run_scripts:
+                rc = subprocess.run([jt.remoteCommand, *jt.args], check=False).returncode  # type: ignore[attr-defined]
+                drms.end(jid, info(rc))
+            return jid
+
+        def jobStatus(self, jid: str) -> str:
+            drms.calls.append(f"jobStatus {jid}")
+            if drms.status_error is not None:
+                raise drms.status_error
+            if jid not in drms.states or jid in drms.reaped:
+                raise E.InvalidJobException("code 18: no such job")
+            return drms.states[jid]
+
+        def wait(self, jid: str, timeout: float) -> Any:
+            drms.calls.append(f"wait {jid}")
+            if jid not in drms.states or jid in drms.reaped:
+                raise E.InvalidJobException("code 18: no such job")
+            if jid not in drms.infos:
+                raise E.ExitTimeoutException("code 23: time-out")
+            drms.reaped.add(jid)
+            if drms.infos[jid] == NORUSAGE:
+                raise Exception("code 24: no usage information was returned for the completed job")
+            return drms.infos[jid]._replace(jobId=jid)
+
+        def control(self, jid: str, action: str) -> None:
+            drms.calls.append(f"control {jid} {action}")
+            if jid not in drms.states or jid in drms.infos:
+                raise E.InvalidJobException("code 18: There are no jobs registered")
+            if drms.states[jid] == C.RUNNING:
+                drms.end(jid, drms.on_terminate_running)
+            else:
+                drms.states[jid] = C.UNDETERMINED  # SGE, just after deleting a held job
+                drms.infos[jid] = NORUSAGE
+
+    mod = types.ModuleType("drmaa")
+    mod.errors = errors  # type: ignore[attr-defined]
+    mod.Session = Session  # type: ignore[attr-defined]
+    mod.JobSubmissionState = types.SimpleNamespace(HOLD_STATE="drmaa_hold", ACTIVE_STATE="drmaa_active")  # type: ignore[attr-defined]
+    mod.JobControlAction = types.SimpleNamespace(TERMINATE="terminate")  # type: ignore[attr-defined]
+    return mod
+
+
+@pytest.fixture
+def drms(monkeypatch: pytest.MonkeyPatch) -> FakeDRMS:
+    fake = FakeDRMS()
+    monkeypatch.setitem(sys.modules, "drmaa", fake_module(fake))
+    monkeypatch.setattr(dm, "_SESSION", dm._SharedSession())
+    return fake
+
+
+@pytest.fixture
+def sched(drms: FakeDRMS, tmp_path: Path) -> Iterator[dm.DrmaaScheduler]:
+    s = build_scheduler("drmaa", {"OPTION_TMP_DIR": str(tmp_path / "scripts"), "STATUS_CACHE_SECONDS": "0"})
+    assert isinstance(s, dm.DrmaaScheduler)
+    yield s
+    s.clean()
+
+
+def submit(s: dm.DrmaaScheduler, *jobs: Job) -> list[str]:
+    ids = s.job_submission(list(jobs))
+    assert None not in ids, s.last_submission_errors
+    return ids  # type: ignore[return-value]
+
+
+# -- without libdrmaa ------------------------------------------------------------------------------
+
+def test_type_loads_without_drmaa(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "drmaa", None)  # "import drmaa" raises ImportError
+    assert get_scheduler_implementation("drmaa") is dm.DrmaaScheduler
+    with pytest.raises(SchedulerUnavailableError) as exc:
+        build_scheduler("drmaa")
+    message = str(exc.value)
+    assert "DRMAA_LIBRARY_PATH" in message and "\n" not in message
+
+
+def test_clear_error_when_libdrmaa_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The drmaa package itself raises RuntimeError at import when it finds no library.
+    pkg = tmp_path / "drmaa"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "raise RuntimeError('Could not find drmaa library.  Please specify its full location using\\n"
+        " the environment variable DRMAA_LIBRARY_PATH')\n")
+    monkeypatch.delitem(sys.modules, "drmaa", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SchedulerUnavailableError) as exc:
+        build_scheduler("drmaa")
+    message = str(exc.value)
+    assert message.startswith("no usable DRMAA library: set DRMAA_LIBRARY_PATH")
+    assert "\n" not in message
+
+
+def test_unsafe_script_directory(drms: FakeDRMS, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="OPTION_TMP_DIR"):
+        build_scheduler("drmaa", {"OPTION_TMP_DIR": str(tmp_path / "a b")})
+
+
+# -- submission ----------------------------------------------------------------------------------------
+
+def test_template_runs_a_private_script(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    [jid] = submit(sched, Job(command=["prog", "a b", "$x"], name="odd name é/1", hold=True))
+    t = drms.templates[jid]
+    assert t["remoteCommand"] == "/bin/sh" and len(t["args"]) == 1
+    assert t["outputPath"] == t["errorPath"] == ":/dev/null"
+    assert t["jobName"] == "odd_name___1" and t["jobSubmissionState"] == "drmaa_hold"
+    assert "nativeSpecification" not in t
+    path = Path(t["args"][0])
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    assert "exec prog 'a b' '$x'" in path.read_text()
+    assert sched.get_job_status(jid) == C.USER_ON_HOLD
+
+
+def test_argv_reaches_the_program_byte_exact(sched: dm.DrmaaScheduler, drms: FakeDRMS, tmp_path: Path) -> None:
+    drms.run_scripts = True
+    argv = ["a  b", "'", '"', "$HOME", "`id`", "\\", "\n", "-n", "é 中", ""]
+    out = tmp_path / "out"
+    [jid] = submit(sched, Job(command=[sys.executable, "-c", "import sys; print(repr(sys.argv[1:]))", *argv],
+                              stdout_file=str(out)))
+    assert out.read_text().strip() == repr(argv)
+    assert sched.get_job_exit_info(jid)[:3] == (C.FINISHED_REGULARLY, 0, None)
+
+
+def test_names() -> None:
+    assert dm.job_name("odd name (1) & ; 'q' \"d\" $x `y` /a:b,c.é") == "odd_name__1_______q___d___x__y___a_b,c._"
+    assert dm.job_name("3rd") == "j3rd" and dm.job_name("") == "job"
+
+
+def test_native_specification_queue_parallel(drms: FakeDRMS, tmp_path: Path) -> None:
+    s = build_scheduler("drmaa", {"OPTION_TMP_DIR": str(tmp_path), "NATIVE_SPECIFICATION": "-l h_rt=60",
+                                  "MPI": "mpi", "drmaa_job_category": "cat-{config_name}",
+                                  "PARALLEL_ENV_MPI_BIN": "/opt/mpi/bin"})
+    try:
+        par = {"config_name": "MPI", "nodes_number": 2, "cpu_per_node": 4}
+        a, b, c = submit(s, Job(command=["x"], queue="long"), Job(command=["x"], parallel_job_info=par),
+                         Job(command=["x"], native_specification=["-l", "mem=1G"]))
+        assert drms.templates[a]["nativeSpecification"] == "-q long -l h_rt=60"
+        assert drms.templates[b]["nativeSpecification"] == "-pe mpi 8 -l h_rt=60"
+        assert drms.templates[b]["jobCategory"] == "cat-mpi"
+        assert "export PARALLEL_ENV_MPI_BIN=/opt/mpi/bin" in Path(drms.templates[b]["args"][0]).read_text()
+        assert drms.templates[c]["nativeSpecification"] == "-l mem=1G"
+    finally:
+        s.clean()
+
+
+def test_refused_submission_keeps_the_message(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    ids = sched.job_submission([Job(command=["x"], queue="nosuch"), Job(command=["y"])])
+    assert ids[0] is None and ids[1] is not None
+    errors = sched.last_submission_errors
+    assert errors[0] is not None and 'unknown queue "nosuch"' in errors[0] and errors[1] is None
+    assert len(os.listdir(sched._script_dir())) == 1  # the refused job's script is gone
+
+
+# -- status and end states ---------------------------------------------------------------------
+
+def test_end_states(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    ids = submit(sched, *(Job(command=["x"]) for _ in range(5)))
+    for jid in ids:
+        drms.states[jid] = C.RUNNING
+    assert set(sched.get_jobs_status(ids).values()) == {C.RUNNING}
+    assert sched.get_job_exit_info(ids[0]) == (C.EXIT_UNDETERMINED, None, None, None)
+    drms.end(ids[0], info(3))
+    drms.end(ids[1], info(None, sig="SIGTERM"))
+    drms.end(ids[2], info(None, aborted=True))  # qdel'd by someone else
+    drms.end(ids[3], NORUSAGE)  # deleted while queued, by someone else
+    drms.end(ids[4], info(None, sig="SIGWEIRD"))
+    assert sched.get_jobs_status(ids) == dict(zip(ids, [C.DONE, C.DONE, C.FAILED, C.FAILED, C.FAILED], strict=True))
+    exits = sched.get_jobs_exit_info(ids)
+    assert exits[ids[0]] == (C.FINISHED_REGULARLY, 3, None, b"cput=00:00:01 mem=13530kb vmem=2048kb walltime=00:00:03")
+    assert exits[ids[1]][:3] == (C.FINISHED_TERM_SIG, None, 15)
+    assert exits[ids[2]][:3] == (C.EXIT_ABORTED, None, None)
+    assert exits[ids[3]] == (C.EXIT_ABORTED, None, None, None)
+    assert exits[ids[4]][:3] == (C.EXIT_ABORTED, None, None)
+    assert sched.get_job_error(ids[2]) and sched.get_job_error(ids[4])
+    # DRMAA reaps once: the answer is kept, and nothing asks the DRMS again
+    drms.calls.clear()
+    assert sched.get_jobs_exit_info(ids) == exits and drms.calls == []
+    assert os.listdir(sched._script_dir()) == []  # scripts deleted at the end
+
+
+def test_launch_error_marker(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    [jid] = submit(sched, Job(command=["/nonexistent/prog"]))
+    script = drms.templates[jid]["args"][0]
+    # what the job script does when its command is missing
+    rc = subprocess.run(["/bin/sh", script], check=False, capture_output=True).returncode
+    assert rc == 127 and Path(script + ".launch").read_text() == "command not found: /nonexistent/prog\n"
+    drms.end(jid, info(127))
+    assert sched.get_job_status(jid) == C.FAILED
+    assert sched.get_job_exit_info(jid)[:3] == (C.EXIT_ABORTED, 127, None)
+    assert sched.get_job_error(jid) == "command not found: /nonexistent/prog"
+    assert not Path(script).exists() and not Path(script + ".launch").exists()
+
+
+def test_exit_127_without_marker_is_the_programs(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    [jid] = submit(sched, Job(command=["x"]))
+    drms.end(jid, info(127))
+    assert sched.get_job_exit_info(jid)[:3] == (C.FINISHED_REGULARLY, 127, None)
+
+
+@pytest.mark.parametrize("implementation", ["sge", "slurm-drmaa"])
+def test_kill_running_is_killed_by_user(sched: dm.DrmaaScheduler, drms: FakeDRMS, implementation: str) -> None:
+    if implementation == "slurm-drmaa":  # neither aborted nor signalled, no start time
+        drms.on_terminate_running = info(0, rusage={"cpu": "0", "walltime": "2"})
+    [jid] = submit(sched, Job(command=["x"]))
+    drms.states[jid] = C.RUNNING
+    assert sched.get_job_status(jid) == C.RUNNING
+    sched.kill_job(jid)
+    assert sched.get_job_status(jid) == C.FAILED
+    assert sched.get_job_exit_info(jid)[:3] == (C.USER_KILLED, None, None)
+    sched.kill_job(jid)  # finished: nothing changes, nothing is sent
+    assert [c for c in drms.calls if c.startswith("control")] == [f"control {jid} terminate"]
+
+
+def test_kill_held_is_aborted_before_running(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    [jid] = submit(sched, Job(command=["x"], hold=True))
+    assert sched.get_job_status(jid) == C.USER_ON_HOLD
+    sched.kill_job(jid)
+    assert sched.get_job_status(jid) == C.FAILED
+    assert sched.get_job_exit_info(jid) == (C.EXIT_NOTRUN, None, None, None)
+
+
+def test_kill_after_a_natural_end_keeps_it(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    [jid] = submit(sched, Job(command=["x"]))
+    drms.end(jid, info(0))  # ended, not yet seen by the scheduler
+    sched.kill_job(jid)  # control() raises InvalidJobException: a natural end
+    assert sched.get_job_exit_info(jid)[:3] == (C.FINISHED_REGULARLY, 0, None)
+    assert sched.get_job_status(jid) == C.DONE
+
+
+def test_transient_undetermined_keeps_the_last_status(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    [jid] = submit(sched, Job(command=["x"]))
+    drms.states[jid] = C.RUNNING
+    assert sched.get_job_status(jid) == C.RUNNING
+    drms.states[jid] = C.UNDETERMINED
+    assert sched.get_job_status(jid) == C.RUNNING
+
+
+def test_unreachable_drms_is_undetermined(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    [jid] = submit(sched, Job(command=["x"]))
+    drms.status_error = sys.modules["drmaa"].errors.DrmCommunicationException("code 2: qmaster down")
+    assert sched.get_job_status(jid) == C.UNDETERMINED
+    drms.status_error = None
+    assert sched.get_job_status(jid) == C.QUEUED_ACTIVE
+
+
+def test_unknown_id(sched: dm.DrmaaScheduler) -> None:
+    for method in (sched.get_job_status, sched.get_job_exit_info, sched.kill_job):
+        with pytest.raises(KeyError, match="no-such"):
+            method("no-such")
+
+
+# -- sessions ------------------------------------------------------------------------------------
+
+def test_one_session_per_process_shared(drms: FakeDRMS, tmp_path: Path) -> None:
+    a = build_scheduler("drmaa", {"OPTION_TMP_DIR": str(tmp_path)})
+    b = build_scheduler("drmaa", {"OPTION_TMP_DIR": str(tmp_path)})
+    assert drms.inits == [None]
+    a.clean()
+    assert drms.active
+    b.clean()
+    assert not drms.active and drms.exits == 1
+    assert os.listdir(tmp_path) == []  # private directories removed
+
+
+def test_sleep_and_wake(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    [jid] = submit(sched, Job(command=["x"]))
+    sched.sleep()  # a job is unfinished: SGE would forget its end without a session
+    assert sched.is_sleeping and drms.active
+    drms.end(jid, info(0))
+    assert sched.get_job_status(jid) == C.DONE and not sched.is_sleeping
+    sched.sleep()
+    assert sched.is_sleeping and not drms.active
+    submit(sched, Job(command=["x"]))  # wakes up, resuming the previous session
+    assert not sched.is_sleeping and drms.inits == [None, "session=fake.1"]
+    sched.sleep()
+    sched.wake()
+    assert drms.active
+
+
+def test_wake_with_an_expired_session_opens_a_new_one(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    sched.sleep()
+    dm._SESSION.contact = "expired.1"
+    sched.wake()
+    assert drms.active and drms.inits == [None, None]  # "expired.1" was refused
+
+
+# -- resource usage --------------------------------------------------------------------------------
+
+def test_usage_mapping() -> None:
+    assert dm.usage_from_rusage(SGE_RUSAGE) == b"cput=00:00:01 mem=13530kb vmem=2048kb walltime=00:00:03"
+    slurm_like = {"cpu": "65", "mem": "2048K", "vmem": "0", "walltime": "70"}
+    assert dm.usage_from_rusage(slurm_like) == b"cput=00:01:05 mem=2048kb walltime=00:01:10"
+    pbs_like = {"cput": "00:00:07", "mem": "13530kb", "vmem": "20000kb", "walltime": "00:00:09"}
+    assert dm.usage_from_rusage(pbs_like) == b"cput=00:00:07 mem=13530kb vmem=20000kb walltime=00:00:09"
+    assert dm.usage_from_rusage({}) is None
+    assert dm.signal_number("SIGKILL") == 9 and dm.signal_number("TERM") == 15 and dm.signal_number("15") == 15
+    assert dm.signal_number("SIGWEIRD") is None
+    assert dm.implementation_family("DRMAA for Slurm 1.1.6") == "slurm"
+    assert dm.implementation_family("PBS DRMAA v. 1.0.19") == "pbs"
+    assert dm.implementation_family("SGE 8.1.9") == "sge"
