@@ -15,11 +15,13 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 #: Targets of the conformance matrix: "local" is the local backend, the others DRMS images.
-DRMS = ["local", "slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi"]
+DRMS = ["local", "slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi", "sge-drmaa", "sge-drmaa-cluster"]
 #: The DRMS that build from Debian packages alone, so CI runs them on a fresh machine.
-CI_DRMS = ["slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi"]
+CI_DRMS = ["slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi", "sge-drmaa", "sge-drmaa-cluster"]
 #: DRMS whose scheduler runs inside the cluster (the suite runs there, see testing/incontainer.py).
-IN_CONTAINER = {"mpi"}
+IN_CONTAINER = {"mpi", "sge-drmaa", "sge-drmaa-cluster"}
+#: Targets named after the backend too: their cluster (image) name.
+CLUSTER_OF = {"sge-drmaa": "sge", "sge-drmaa-cluster": "sge-cluster"}
 
 
 def _install(session: nox.Session, extras: str = "test") -> None:
@@ -52,7 +54,8 @@ def conformance(session: nox.Session, drms: str) -> None:
 def images(session: nox.Session) -> None:
     """Build the DRMS images (base images made locally when no registry answers)."""
     _install(session)
-    session.run("python", "-m", "soma_schedulers.testing.images", "build", *(session.posargs or CI_DRMS))
+    session.run("python", "-m", "soma_schedulers.testing.images", "build",
+                *(session.posargs or [CLUSTER_OF.get(d, d) for d in CI_DRMS]))
 
 
 @nox.session
