@@ -1,0 +1,134 @@
+#!/bin/bash
+# Entrypoint of the soma_schedulers OpenPBS test image.
+#
+# PBS_ROLE:
+#   all     pbs_server + pbs_sched + pbs_comm + pbs_mom in one container (the node is this host)
+#   server  pbs_server + pbs_sched + pbs_comm; the nodes are $PBS_NODES (MOM containers)
+#   mom     pbs_mom only, reporting to $PBS_SERVER_HOST
+# Other variables:
+#   PBS_SERVER_HOST  server hostname (mom role; default "pbsserver")
+#   PBS_NODES        MOM hostnames the server creates and waits for (server role; default "c1 c2")
+#   PBS_NCPUS        ncpus declared per node (default 16: more jobs than cores run at once)
+#   PBS_READY_TIMEOUT  seconds before giving up (default 180)
+#
+# Host-specific configuration (/etc/pbs.conf, mom_priv/config) is rewritten at every start for
+# $(hostname -s): pbs_postinstall wrote the build container's name. The first start creates the
+# PostgreSQL datastore (pbs_habitat). Job history is enabled. The server/all roles print exactly
+# one line "SOMA-SCHEDULERS-READY openpbs" once every node is free; MOM containers print
+# "SOMA-SCHEDULERS-COMPUTE-STARTED openpbs <host>". SIGTERM/SIGINT stop PBS cleanly
+# (/etc/init.d/pbs stop): killing PostgreSQL resets the job-id counter.
+# Extra arguments are run as a command after start-up.
+set -u
+
+ROLE=${PBS_ROLE:-all}
+HOST=$(hostname -s)
+TIMEOUT=${PBS_READY_TIMEOUT:-180}
+NCPUS=${PBS_NCPUS:-16}
+PBS_HOME=/var/spool/pbs
+T0=$(date +%s.%N)
+
+say() { echo "[openpbs $(date +%T.%3N)] $*"; }
+
+fail() {
+    say "ERROR: $*"
+    for f in "$PBS_HOME"/server_logs/* "$PBS_HOME"/mom_logs/* "$PBS_HOME"/comm_logs/* "$PBS_HOME"/sched_logs/*; do
+        [ -s "$f" ] && { echo "---- $f"; tail -n 25 "$f"; }
+    done
+    exit 1
+}
+
+# wait_for SECONDS CMD...: run CMD every 0.2 s until it succeeds.
+wait_for() {
+    local end=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -ge "$end" ] && return 1
+        sleep 0.2
+    done
+}
+
+shutdown() {
+    trap '' TERM INT
+    say "stopping ($ROLE)"
+    rm -f /run/soma-ready
+    /etc/init.d/pbs stop >/dev/null 2>&1
+    say "stopped"
+    exit 0
+}
+trap shutdown TERM INT
+
+case "$ROLE" in
+    all)    SERVER=$HOST; START_SERVER=1; START_MOM=1 ;;
+    server) SERVER=$HOST; START_SERVER=1; START_MOM=0 ;;
+    mom)    SERVER=${PBS_SERVER_HOST:-pbsserver}; START_SERVER=0; START_MOM=1 ;;
+    *)      fail "unknown PBS_ROLE=$ROLE (all, server, mom)" ;;
+esac
+
+cat > /etc/pbs.conf <<EOF
+PBS_EXEC=/opt/pbs
+PBS_SERVER=$SERVER
+PBS_START_SERVER=$START_SERVER
+PBS_START_SCHED=$START_SERVER
+PBS_START_COMM=$START_SERVER
+PBS_START_MOM=$START_MOM
+PBS_HOME=$PBS_HOME
+PBS_CORE_LIMIT=unlimited
+EOF
+[ "$ROLE" = mom ] && echo "PBS_LEAF_ROUTERS=$SERVER" >> /etc/pbs.conf
+mkdir -p "$PBS_HOME/mom_priv"
+# Output is delivered with cp (no scp/rsh in the image); $clienthost: who may talk to the MOM.
+printf '$clienthost %s\n$usecp *:/ /\n$logevent 0x1ff\n' "$SERVER" > "$PBS_HOME/mom_priv/config"
+
+if [ "$ROLE" = mom ]; then
+    wait_for "$TIMEOUT" bash -c "exec 3<>/dev/tcp/$SERVER/17001" || fail "pbs_comm on $SERVER:17001 unreachable"
+fi
+/etc/init.d/pbs start > /var/log/pbs-start.log 2>&1 || { cat /var/log/pbs-start.log; fail "/etc/init.d/pbs start"; }
+
+if [ "$ROLE" = mom ]; then
+    touch /run/soma-ready
+    say "pbs_mom started after $(awk -v t0="$T0" -v t1="$(date +%s.%N)" 'BEGIN{printf "%.1f", t1 - t0}') s"
+    echo "SOMA-SCHEDULERS-COMPUTE-STARTED openpbs $HOST"
+else
+    wait_for 60 qstat -B || fail "pbs_server does not answer"
+    # '=' (not '+='): a restart would fail on a duplicate acl_roots entry.
+    qmgr >/dev/null <<EOF || fail "qmgr server settings"
+set server acl_roots = root
+set server job_history_enable = True
+set server scheduler_iteration = 2
+set server flatuid = True
+EOF
+    if [ "$ROLE" = all ]; then
+        NODES=$HOST
+    else
+        NODES=${PBS_NODES:-c1 c2}
+    fi
+    for n in $NODES; do
+        # pbs_habitat creates the local node (all role); MOM containers are created here, once
+        # their name resolves.
+        if ! pbsnodes -v "$n" >/dev/null 2>&1; then
+            wait_for "$TIMEOUT" getent hosts "$n" || fail "node $n does not resolve"
+            wait_for 30 qmgr -c "create node $n" || fail "qmgr create node $n"
+        fi
+        qmgr -c "set node $n resources_available.ncpus = $NCPUS" >/dev/null || fail "qmgr set node $n"
+    done
+    say "daemons started, waiting for node(s) free: $NODES"
+    all_free() {
+        local n
+        for n in $NODES; do
+            pbsnodes -v "$n" 2>/dev/null | grep -q '^ *state = free$' || return 1
+        done
+    }
+    wait_for "$TIMEOUT" all_free || { pbsnodes -a; fail "nodes not free after $TIMEOUT s"; }
+    say "ready after $(awk -v t0="$T0" -v t1="$(date +%s.%N)" 'BEGIN{printf "%.1f", t1 - t0}') s: $(qstat --version)"
+    touch /run/soma-ready
+    echo "SOMA-SCHEDULERS-READY openpbs"
+fi
+
+if [ $# -gt 0 ]; then
+    "$@" &
+    wait $!
+    shutdown
+fi
+while true; do
+    sleep infinity &
+    wait $!
+done
