@@ -56,6 +56,11 @@ class BridgeConfig:
     ``"none"`` (run commands here), ``"prefix"`` (prepend ``prefix``; each
     argument stays one argv item, e.g. ``docker exec -i NAME``) or ``"ssh"``
     (``ssh`` to ``host``; arguments are quoted for the remote shell).
+    ``user``/``port``/``identity_file``/``ssh_options`` refine the ssh
+    command (``ssh_options`` come first, so they override ours: ssh keeps
+    the first value it sees); ``reuse`` keeps one connection open
+    (ControlMaster) for all commands. ``shared_dir``: a directory the
+    container and the host see at the same path; bridged commands run there.
     """
 
     mode: str = "auto"
@@ -66,6 +71,7 @@ class BridgeConfig:
     identity_file: str | None = None
     ssh_options: tuple[str, ...] = ()
     shared_dir: str | None = None
+    reuse: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("auto", "none", "prefix", "ssh"):
@@ -76,6 +82,8 @@ class BridgeConfig:
             raise ConfigurationError("bridge mode 'prefix' needs a non-empty prefix")
         if self.port is not None and not (0 < self.port < 65536):
             raise ConfigurationError(f"bridge port {self.port} is out of range")
+        if self.shared_dir is not None and not self.shared_dir.startswith("/"):
+            raise ConfigurationError(f"bridge shared directory {self.shared_dir!r} is not an absolute path")
         object.__setattr__(self, "prefix", tuple(self.prefix))
         object.__setattr__(self, "ssh_options", tuple(self.ssh_options))
 
@@ -124,6 +132,15 @@ def _int(key: str, value: str) -> int:
         return int(value)
     except ValueError:
         raise ConfigurationError(f"{key} must be an integer, got {value!r}") from None
+
+
+def _bool(key: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ConfigurationError(f"{key} must be yes or no, got {value!r}")
 
 
 def _float(key: str, value: str) -> float:
@@ -182,6 +199,8 @@ def config_from_mapping(values: Mapping[str, str], *, source: str = "configurati
             bridge["ssh_options"] = tuple(shlex.split(value))
         elif key == "bridge_shared_dir":
             bridge["shared_dir"] = value
+        elif key == "bridge_ssh_reuse":
+            bridge["reuse"] = _bool(raw_key, value)
         elif key.startswith("option_"):
             options[raw_key[len("option_"):].lower()] = value
         elif key in _IGNORED_SW_KEYS:

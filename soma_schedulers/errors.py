@@ -62,9 +62,9 @@ class CommandError(DRMError):
 class CommandTimeoutError(CommandError):
     """A DRMS command did not answer within its timeout."""
 
-    def __init__(self, argv: Sequence[str], timeout: float) -> None:
+    def __init__(self, argv: Sequence[str], timeout: float, where: str = "") -> None:
         self.timeout = timeout
-        super().__init__(argv, None, f"no answer within {timeout:g} s")
+        super().__init__(argv, None, f"no answer within {timeout:g} s{' ' + where if where else ''}")
 
 
 class CommandNotFoundError(CommandError):
@@ -72,4 +72,15 @@ class CommandNotFoundError(CommandError):
 
 
 class BridgeError(CommandError):
-    """The out-of-container bridge (ssh or another prefix) could not reach the host."""
+    """The out-of-container bridge (ssh or another prefix) could not reach the host.
+
+    ``reason`` says which failure: ``"unreachable"`` (no connection), ``"auth"``
+    (authentication refused), ``"hostkey"`` (unknown or changed host key) or
+    ``"failed"``; ``transient`` is False when retrying cannot help.
+    """
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str, stdout: str = "",
+                 *, reason: str = "failed", transient: bool = True) -> None:
+        self.reason = reason
+        self.transient = transient
+        super().__init__(argv, returncode, stderr, stdout)

@@ -2,59 +2,150 @@
 
 Every command-line backend sends its ``sbatch``/``qstat``/... through one
 :class:`CommandRunner`. When the process runs inside a container whose DRMS
-client commands live on the host, the runner prefixes each command with a
-bridge: an explicit prefix (``docker exec -i NAME``: arguments stay separate
-argv items) or ssh (arguments are quoted with :func:`shlex.join` for the
-remote shell, connections are reused through a private ControlMaster socket).
+client commands live on the host, the runner sends each command through a
+bridge:
 
-Automatic detection (``BridgeConfig(mode="auto")``): no bridge when the
-probe command is on PATH; otherwise ssh to ``SOMA_SCHEDULERS_BRIDGE_HOST``
-(default ``localhost``, Soma-Workflow's choice) when :func:`in_container`
-says we are in a container; otherwise no bridge (the missing command then
-gives a :class:`~soma_schedulers.errors.CommandNotFoundError`).
+* an explicit **prefix** (``BridgeConfig(mode="prefix")``, e.g. ``docker exec
+  -i NAME`` or ``sudo -u alice``): arguments stay separate argv items, no
+  shell sees them;
+* **ssh** (``mode="ssh"``): ``ssh -T -o BatchMode=yes ... -- HOST``, the
+  command line built with :func:`shlex.join` (POSIX quoting: every byte
+  reaches the command unchanged through sh, dash, bash, ksh or zsh). By
+  default (``reuse``) one connection is kept (a ControlMaster started on
+  first use, its socket in a private 0700 directory, ``ControlPersist``)
+  and commands run on long-lived ``/bin/sh`` processes opened over it
+  (:class:`_RemoteShell`, at most ``max_sessions`` at once, one command at
+  a time each): a poll then costs what it costs on the host, where a new
+  ssh process and session per command would add about 6 ms and a new
+  connection about 200 ms (``benchmarks/bench_bridge.py``). Commands are
+  read by ``/bin/sh`` whatever the user's login shell. With ``reuse=False``
+  every command is its own ``ssh HOST 'command'``, read by the login shell
+  (which must then be a POSIX shell).
+
+Standard input goes through both bridges unchanged: the batch backends send
+their job scripts on stdin (``sbatch`` reads it), so nothing is written to
+disk on either side and no shared directory is needed for the scripts.
+``BridgeConfig.shared_dir`` names a directory seen at the same path by the
+container and the host (where job files belong); bridged commands run there.
+
+Every call has a timeout: the command (and anything it started in its
+process group; over ssh, the local ssh process, which closes the remote
+session, though a command already started on the host runs to its end
+there) is killed when it expires, and a
+:class:`~soma_schedulers.errors.CommandTimeoutError` names the bridge. Bridge
+failures are :class:`~soma_schedulers.errors.BridgeError` with a ``reason``:
+``unreachable``, ``auth`` (refused authentication), ``hostkey``, ``failed``.
+A command missing on the host is a
+:class:`~soma_schedulers.errors.CommandNotFoundError` saying so.
+
+Automatic detection (``BridgeConfig(mode="auto")``): no bridge when the probe
+command (``squeue``, ``qstat`` ...) is on PATH; otherwise, when
+:func:`container_markers` finds this process in a container, ssh to
+``$SOMA_SCHEDULERS_BRIDGE_HOST`` (default ``localhost``: Soma-Workflow's
+choice, and the host itself for Singularity/Apptainer, which share its
+network); otherwise no bridge (the missing command then gives a
+:class:`~soma_schedulers.errors.CommandNotFoundError`).
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import logging
 import os
+import re
+import selectors
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .config import BridgeConfig
 from .errors import BridgeError, CommandError, CommandNotFoundError, CommandTimeoutError
 
-__all__ = ["CommandResult", "CommandRunner", "container_markers", "in_container"]
+__all__ = ["CommandResult", "CommandRunner", "container_markers", "in_container", "runtime_signs"]
 
 log = logging.getLogger("soma_schedulers.runner")
 
-_CGROUP_WORDS = ("docker", "containerd", "kubepods", "libpod", "lxc")
+#: Environment variables that say "container" on their own (Soma-Workflow's CASA_HOST_DIR rule,
+#: Singularity/Apptainer).
+ENV_MARKERS = ("CASA_HOST_DIR", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")
+#: Default ssh host of the automatic bridge, overridden by this environment variable.
+BRIDGE_HOST_ENV = "SOMA_SCHEDULERS_BRIDGE_HOST"
+
+# A container's cgroup as runtimes name it: /docker/<id> (cgroupfs), /system.slice/docker-<id>.scope
+# (systemd), libpod-<id>, crio-<id>, cri-containerd-<id>, /kubepods..., /lxc/<name>, /lxc.payload.<name>.
+_CGROUP_RUNTIME = re.compile(
+    r"/(?:docker|libpod|crio|cri-containerd|containerd)[-/][0-9a-f]{12,}|/kubepods[./]|/lxc(?:\.payload)?[./]"
+)
+# Runtimes bind-mount /etc/hostname, /etc/hosts and /etc/resolv.conf from their per-container
+# directory: .../docker/containers/<64 hex>/hostname, .../overlay-containers/<id>/userdata/hostname,
+# containerd's .../sandboxes/<id>/hostname, kubelet's .../pods/<uid>/etc-hosts.
+_RUNTIME_BIND = re.compile(r"/(?:[a-z-]*containers|sandboxes)/(?:[^/ ]+/)*[0-9a-f]{64}/|/kubelet/pods/")
+_RUNTIME_FILES = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
 
 
-def container_markers() -> list[str]:
-    """The signs that this process runs in a container (each one a short description)."""
-    found = []
-    for var in ("CASA_HOST_DIR", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER"):
-        if os.environ.get(var):
-            found.append(f"${var}")
-    if os.path.exists("/run/.containerenv"):
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def runtime_signs(root: str = "/") -> list[str]:
+    """Traces a container runtime leaves in ``/proc`` (cgroup v1 and v2).
+
+    * the cgroup path of this process or of PID 1 names a container (cgroup
+      v1, or v2 without a private cgroup namespace: ``/docker/<id>``,
+      ``docker-<id>.scope``, ``kubepods`` ...);
+    * ``/etc/hostname`` (or ``hosts``, ``resolv.conf``) is bind-mounted from
+      a runtime's per-container directory (``/proc/self/mountinfo``): this one
+      holds on cgroup v2 with a private cgroup namespace, where
+      ``/proc/self/cgroup`` is just ``0::/``.
+
+    A Docker *host* shows neither (its mountinfo lists ``/var/lib/docker``
+    mounts, never at ``/etc/hostname``).
+    """
+    base = root.rstrip("/")
+    signs: list[str] = []
+    for who in ("self", "1"):
+        m = _CGROUP_RUNTIME.search(_read(f"{base}/proc/{who}/cgroup"))
+        if m:
+            signs.append(f"cgroup {m.group(0)[:32]}")
+            break
+    for line in _read(f"{base}/proc/self/mountinfo").splitlines():
+        fields = line.split(" ")
+        if len(fields) > 4 and fields[4] in _RUNTIME_FILES and _RUNTIME_BIND.search(fields[3]):
+            signs.append(f"{fields[4]} bind-mounted by a container runtime")
+            break
+    return signs
+
+
+def container_markers(root: str = "/", environ: Mapping[str, str] | None = None) -> list[str]:
+    """The signs that this process runs in a container (each one a short description).
+
+    ``$CASA_HOST_DIR``, ``$APPTAINER_CONTAINER``, ``$SINGULARITY_CONTAINER``,
+    ``/run/.containerenv`` (Podman) and :func:`runtime_signs` count.
+    ``/.dockerenv`` alone does not: some hosts carry it themselves (machines
+    made from a container image); it is listed only next to a runtime sign.
+    """
+    env = os.environ if environ is None else environ
+    base = root.rstrip("/")
+    found = [f"${var}" for var in ENV_MARKERS if env.get(var)]
+    if os.path.exists(f"{base}/run/.containerenv"):
         found.append("/run/.containerenv")
-    if os.path.exists("/.dockerenv"):
-        # Some hosts carry /.dockerenv themselves: only count it with a cgroup sign.
-        try:
-            with open("/proc/1/cgroup", encoding="utf-8", errors="replace") as fh:
-                cgroup = fh.read()
-        except OSError:
-            cgroup = ""
-        if any(word in cgroup for word in _CGROUP_WORDS):
-            found.append("/.dockerenv+cgroup")
-    return found
+    signs = runtime_signs(root)
+    if signs and os.path.exists(f"{base}/.dockerenv"):
+        found.append("/.dockerenv")
+    return found + signs
 
 
 def in_container() -> bool:
@@ -73,11 +164,349 @@ class CommandResult:
     seconds: float
 
 
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ``proc`` and its process group, reap it, close its pipes (never blocks on them)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def _execute(argv: Sequence[str], input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
+    """Run ``argv`` in its own session; SIGKILL its whole process group after ``timeout``.
+
+    Raises :class:`subprocess.TimeoutExpired`, or :class:`OSError` when it cannot start.
+    """
+    proc = subprocess.Popen(
+        list(argv), stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(input, timeout=max(timeout, 0.001))
+    except BaseException:  # the timeout, or an interrupt: leave nothing behind
+        _kill_group(proc)
+        raise
+    return proc.returncode, out, err
+
+
+# ssh's own messages (exit status 255), most specific first: (reason, transient, pattern).
+_SSH_FAILURES = (
+    ("hostkey", False, re.compile(
+        r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|host key is known|"
+        r"Host key for .* has changed")),
+    ("auth", False, re.compile(
+        r"Permission denied|Too many authentication failures|no mutual signature|"
+        r"Authentication failed|Received disconnect.*[Aa]uth")),
+    ("unreachable", True, re.compile(
+        r"Could not resolve hostname|Name or service not known|Temporary failure in name resolution|"
+        r"Connection refused|No route to host|Connection timed out|Operation timed out|"
+        r"Network is unreachable|Cannot assign requested address|kex_exchange_identification|"
+        r"banner exchange|Connection reset by peer")),
+)
+_SSH_OWN = re.compile(r"^(?:ssh:|mux_client|Control socket|ControlSocket|Connection to .* closed)", re.M)
+
+
+class _ShellGone(Exception):
+    """The remote shell ended (its ssh session closed); ``args[0]`` is what it said on stderr."""
+
+
+class _RemoteShell:
+    """One ``/bin/sh`` on the host, kept open over one ssh session, running one command at a time.
+
+    Each command is a line of the shell's input: the command (quoted with
+    :func:`shlex.join`) with its stdin redirected (``/dev/null``, or a
+    here-document decoded by ``base64 -d``, so any bytes get through), then
+    its exit status and a random end mark printed on stdout and on stderr.
+    A poll then costs a fork and exec on the host, as a direct call does,
+    instead of an ssh process and a new session (see benchmarks/bench_bridge.py).
+    """
+
+    def __init__(self, client: Sequence[str]) -> None:
+        self.token = os.urandom(16).hex()
+        # /bin/sh reads the commands, whatever the user's login shell (`exec` is in every shell).
+        self.proc = subprocess.Popen([*client, "exec /bin/sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            os.set_blocking(pipe.fileno(), False)  # type: ignore[union-attr]
+        self.used = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def script(self, command: str, input: bytes | None) -> bytes:
+        t = self.token
+        if input is None:
+            line = f"{command} </dev/null; soma_rc=$?\n"
+        else:
+            data = base64.encodebytes(input).decode("ascii")
+            # The here-document starts after the line's first unquoted newline: after `soma_rc=$?`.
+            line = f"base64 -d <<'{t}' | {{ {command}; }}; soma_rc=$?\n{data}{t}\n"
+        return f"{line}printf '\\n%s %s\\n' {t} \"$soma_rc\"; printf '\\n%s\\n' {t} >&2\n".encode()
+
+    def run(self, command: str, input: bytes | None, deadline: float) -> tuple[int, bytes, bytes]:
+        """Run one command line; raises TimeoutExpired at ``deadline``, _ShellGone if the shell ends."""
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+        pending = memoryview(self.script(command, input))
+        token = self.token.encode()
+        out_mark, err_mark = b"\n" + token + b" ", b"\n" + token + b"\n"
+        out, err = bytearray(), bytearray()
+        rc: int | None = None
+        err_done = False
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdin, selectors.EVENT_WRITE)
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            sel.register(self.proc.stderr, selectors.EVENT_READ)
+            while rc is None or not err_done:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise subprocess.TimeoutExpired(command, 0)
+                for key, _ in sel.select(remaining):
+                    if key.fileobj is self.proc.stdin:
+                        try:
+                            pending = pending[os.write(key.fd, pending):]
+                        except BrokenPipeError:
+                            raise _ShellGone(bytes(err).decode("utf-8", "replace")) from None
+                        if not pending:
+                            sel.unregister(self.proc.stdin)
+                        continue
+                    data = os.read(key.fd, 65536)
+                    if not data:
+                        raise _ShellGone(bytes(err).decode("utf-8", "replace"))
+                    (out if key.fileobj is self.proc.stdout else err).extend(data)
+                if rc is None:
+                    at = out.find(out_mark)
+                    end = out.find(b"\n", at + len(out_mark)) if at >= 0 else -1
+                    if end >= 0:
+                        rc = int(out[at + len(out_mark):end])
+                        del out[at:]
+                if not err_done and err.endswith(err_mark):
+                    err_done = True
+                    del err[-len(err_mark):]
+        self.used = time.monotonic()
+        return rc, bytes(out), bytes(err)
+
+    def close(self, wait: float = 0.0) -> None:
+        """End the shell: EOF on its input, then SIGKILL after ``wait`` seconds."""
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(wait)
+        _kill_group(self.proc)
+
+
+class _SshBridge:
+    """One ssh target: command lines, the shared connection and its shells, failure messages."""
+
+    #: Seconds an idle master connection stays up (ours; BRIDGE_SSH_OPTIONS can override).
+    persist = 120
+
+    def __init__(self, cfg: BridgeConfig, host: str, timeout: float, max_sessions: int) -> None:
+        self.host = host
+        self.target = f"{cfg.user + '@' if cfg.user else ''}{host}{':' + str(cfg.port) if cfg.port else ''}"
+        self.shared_dir = cfg.shared_dir
+        self.reuse = cfg.reuse
+        # ssh keeps the first value it sees for an option: the user's options come first.
+        opts = ["ssh", *cfg.ssh_options, "-T",
+                "-o", "BatchMode=yes",
+                "-o", f"ConnectTimeout={max(1, int(min(timeout, 15)))}",
+                "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3"]
+        if cfg.port:
+            opts += ["-p", str(cfg.port)]
+        if cfg.identity_file:
+            opts += ["-i", cfg.identity_file, "-o", "IdentitiesOnly=yes"]
+        if cfg.user:
+            opts += ["-l", cfg.user]
+        self.control_dir: str | None = None
+        self.socket = ""
+        if self.reuse:
+            self.control_dir = _private_dir()
+            self.socket = os.path.join(self.control_dir, "master")
+            opts += ["-o", "ControlPath=" + self.socket.replace("%", "%%")]
+        else:
+            opts += ["-o", "ControlPath=none"]
+        self.options = opts
+        self.client = [*opts, "-o", "ControlMaster=no", "--", host]
+        self._master_lock = threading.Lock()
+        # Shells over the shared connection: at most max_sessions (sshd allows MaxSessions, 10, per
+        # connection), made when every one is busy, each used by one command at a time.
+        self.max_shells = max(1, max_sessions)
+        self._shells: list[_RemoteShell] = []
+        self._idle: list[_RemoteShell] = []
+        self._starting = 0
+        self._shell_cond = threading.Condition()
+        self._finalizer = weakref.finalize(self, _stop_master, list(opts), host, self.control_dir, os.getpid())
+
+    def remote_command(self, argv: Sequence[str]) -> str:
+        """The command string for the remote login shell (POSIX quoting)."""
+        command = shlex.join(argv)
+        if self.shared_dir:
+            command = f"cd -- {shlex.quote(self.shared_dir)} && {command}"
+        return command
+
+    def _master_alive(self) -> bool:
+        if not os.path.exists(self.socket):
+            return False
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(self.socket)
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
+
+    def ensure_master(self, argv: Sequence[str], deadline: float) -> None:
+        """Start the shared connection unless it is up (authentication errors show here)."""
+        if not self.reuse or self._master_alive():
+            return
+        with self._master_lock:
+            if self._master_alive():
+                return
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket)  # a stale socket (its master was killed)
+            master = [*self.options, "-o", "ControlMaster=yes", "-o", f"ControlPersist={self.persist}",
+                      "-N", "-f", "--", self.host]
+            timeout = deadline - time.monotonic()
+            t0 = time.monotonic()
+            # -f: ssh goes to the background once authenticated; its stdio must not be our pipes.
+            with tempfile.TemporaryFile() as err:
+                try:
+                    proc = subprocess.Popen(master, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=err, start_new_session=True)
+                except FileNotFoundError:
+                    raise CommandNotFoundError(
+                        argv, None, f"{argv[0]} is not on PATH here and ssh (the out-of-container bridge "
+                        f"to {self.target}) is not installed") from None
+                try:
+                    rc = proc.wait(timeout=max(timeout, 0.001))
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc)
+                    raise CommandTimeoutError(argv, round(timeout, 1),
+                                              f"(connecting to the ssh bridge host {self.target})") from None
+                err.seek(0)
+                message = err.read().decode("utf-8", "replace")
+            if rc != 0:
+                raise self.failure(argv, rc, message) or BridgeError(
+                    argv, rc, f"ssh bridge to {self.target}: cannot connect: {message.strip() or 'no message'}")
+            log.info("ssh connection to %s up in %.3f s (shared by every command)", self.target,
+                     time.monotonic() - t0)
+
+    def run(self, argv: Sequence[str], input: bytes | None, deadline: float) -> tuple[int, bytes, bytes]:
+        """Run one command: on a shell of the shared connection, or with its own ssh (no reuse)."""
+        if not self.reuse:
+            return _execute([*self.client, self.remote_command(argv)], input, deadline - time.monotonic())
+        shell = self._take_shell(argv, deadline)
+        try:
+            result = shell.run(self.remote_command(argv), input, deadline)
+        except BaseException:
+            self._drop(shell)
+            raise
+        with self._shell_cond:
+            self._idle.append(shell)
+            self._shell_cond.notify()
+        return result
+
+    def _take_shell(self, argv: Sequence[str], deadline: float) -> _RemoteShell:
+        with self._shell_cond:
+            while True:
+                while self._idle:
+                    shell = self._idle.pop()
+                    if shell.alive():
+                        return shell
+                    self._forget(shell)
+                if len(self._shells) + self._starting < self.max_shells:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._shell_cond.wait(remaining):
+                    raise subprocess.TimeoutExpired(list(argv), 0)
+            self._starting += 1
+        started: _RemoteShell | None = None
+        try:
+            self.ensure_master(argv, deadline)
+            started = _RemoteShell(self.client)
+            started.run(":", None, deadline)  # the login shell's greeting, if any, goes here
+        except BaseException:
+            if started is not None:
+                started.close()
+                started = None
+            raise
+        finally:
+            with self._shell_cond:
+                self._starting -= 1
+                if started is not None:
+                    self._shells.append(started)
+                self._shell_cond.notify()
+        return started
+
+    def _forget(self, shell: _RemoteShell) -> None:
+        if shell in self._shells:
+            self._shells.remove(shell)
+        self._shell_cond.notify()
+
+    def _drop(self, shell: _RemoteShell) -> None:
+        shell.close()
+        with self._shell_cond:
+            self._forget(shell)
+
+    def failure(self, argv: Sequence[str], rc: int, stderr: str) -> BridgeError | None:
+        """The BridgeError for an ssh exit status 255, or None if ssh did not complain."""
+        text = stderr.strip()
+        first = next((line for line in text.splitlines() if line.strip()), "no message")
+        for reason, transient, pattern in _SSH_FAILURES:
+            if pattern.search(text):
+                what = {
+                    "hostkey": f"the ssh host key of the bridge host {self.target} is unknown or changed "
+                               "(add it to known_hosts)",
+                    "auth": f"the bridge host {self.target} refused ssh authentication (BatchMode: keys or "
+                            "an agent only; check BRIDGE_SSH_USER, BRIDGE_SSH_IDENTITY and authorized_keys)",
+                    "unreachable": f"the bridge host {self.target} is unreachable over ssh",
+                }[reason]
+                return BridgeError(argv, rc, f"{what}: {first}", reason=reason, transient=transient)
+        if _SSH_OWN.search(text) or not text:
+            return BridgeError(argv, rc, f"ssh bridge to {self.target} failed: {text or 'no message'}")
+        return None
+
+    def close(self) -> None:
+        with self._shell_cond:
+            shells, self._shells, self._idle = self._shells, [], []
+        for shell in shells:  # EOF to all first: they end together
+            with contextlib.suppress(OSError):
+                shell.proc.stdin.close()  # type: ignore[union-attr]
+        for shell in shells:
+            shell.close(wait=1.0)
+        self._finalizer()
+
+
+def _private_dir() -> str:
+    """A new 0700 directory for the ControlMaster socket (its path must stay short)."""
+    where = tempfile.gettempdir()
+    if len(where) > 60 or not re.fullmatch(r"[A-Za-z0-9/._-]+", where):
+        where = "/tmp"
+    return tempfile.mkdtemp(prefix="soma-ssh-", dir=where)
+
+
+def _stop_master(options: list[str], host: str, control_dir: str | None, owner: int) -> None:
+    """Stop the shared connection and remove its directory (only in the process that made it)."""
+    if control_dir is None or os.getpid() != owner:
+        return
+    if os.path.exists(os.path.join(control_dir, "master")):
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            _execute([*options, "-O", "exit", "--", host], None, 5)
+    shutil.rmtree(control_dir, ignore_errors=True)
+
+
 class CommandRunner:
-    """Run DRMS commands with a timeout, bounded retries and the bridge prefix.
+    """Run DRMS commands with a timeout, bounded retries and the bridge.
 
     ``calls`` counts the commands actually run (the benchmarks and tests use
-    it to check that a poll costs one DRMS call).
+    it to check that a poll costs one DRMS call). ``max_sessions`` bounds the
+    commands in flight at once over one ssh connection.
     """
 
     def __init__(
@@ -88,82 +517,73 @@ class CommandRunner:
         retries: int = 2,
         probe_command: str | None = None,
         backoff: float = 0.5,
+        max_sessions: int = 8,
     ) -> None:
         self.bridge = bridge or BridgeConfig()
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.probe_command = probe_command
+        self.max_sessions = max_sessions
         self.calls = 0
         self._lock = threading.Lock()
-        self._prefix: list[str] | None = None
-        self._quote = False
-        self._control_dir: str | None = None
+        self._resolved = False
+        self._prefix: list[str] = []
+        self._ssh: _SshBridge | None = None
 
     # -- bridge ---------------------------------------------------------------------------
-    def _resolve(self) -> tuple[list[str], bool]:
+    def _resolve(self) -> tuple[list[str], _SshBridge | None]:
         with self._lock:
-            if self._prefix is None:
-                self._prefix, self._quote = self._build_prefix()
+            if not self._resolved:
+                self._prefix, self._ssh = self._build()
+                self._resolved = True
                 if self._prefix:
                     log.info("DRMS commands go through the bridge: %s", shlex.join(self._prefix))
-            return self._prefix, self._quote
+            return self._prefix, self._ssh
 
-    def _build_prefix(self) -> tuple[list[str], bool]:
+    def _build(self) -> tuple[list[str], _SshBridge | None]:
         b = self.bridge
-        mode = b.mode
-        if mode == "auto":
+        if b.mode == "none":
+            return [], None
+        if b.mode == "prefix":
+            return list(b.prefix), None
+        if b.mode == "auto":
             if self.probe_command is None or shutil.which(self.probe_command):
-                return [], False
+                return [], None
             markers = container_markers()
             if not markers:
-                return [], False
-            host = b.host or os.environ.get("SOMA_SCHEDULERS_BRIDGE_HOST", "localhost")
-            log.info("%s is not on PATH and this is a container (%s): using ssh to %s",
-                     self.probe_command, ", ".join(markers), host)
-            return self._ssh_prefix(host), True
-        if mode == "none":
-            return [], False
-        if mode == "prefix":
-            return list(b.prefix), False
-        if b.host is None:
-            raise BridgeError(["ssh"], None, "bridge mode 'ssh' needs a host")
-        return self._ssh_prefix(b.host), True
-
-    def _ssh_prefix(self, host: str) -> list[str]:
-        b = self.bridge
-        if self._control_dir is None:
-            self._control_dir = tempfile.mkdtemp(prefix="soma-ssh-")
-        argv = [
-            "ssh", "-T",
-            "-o", "BatchMode=yes",
-            "-o", f"ConnectTimeout={max(1, int(min(self.timeout, 15)))}",
-            "-o", "ControlMaster=auto",
-            "-o", f"ControlPath={self._control_dir}/%C",
-            "-o", "ControlPersist=120",
-        ]
-        if b.port:
-            argv += ["-p", str(b.port)]
-        if b.identity_file:
-            argv += ["-i", b.identity_file]
-        if b.user:
-            argv += ["-l", b.user]
-        argv += list(b.ssh_options)
-        argv += [host, "--"]
-        return argv
+                if os.path.exists("/.dockerenv"):
+                    log.info("%s is not on PATH; /.dockerenv alone is no proof of a container: no bridge",
+                             self.probe_command)
+                return [], None
+            log.info("%s is not on PATH and this is a container (%s): ssh bridge",
+                     self.probe_command, ", ".join(markers))
+        host = b.host or os.environ.get(BRIDGE_HOST_ENV) or "localhost"
+        ssh = _SshBridge(b, host, self.timeout, self.max_sessions)
+        return ssh.client, ssh
 
     @property
     def prefix(self) -> list[str]:
         """The resolved bridge prefix (empty when commands run here)."""
         return list(self._resolve()[0])
 
+    def describe(self) -> str:
+        """Where commands run, for messages: ``here``, ``ssh bridge to u@h`` or ``bridge: PREFIX``."""
+        prefix, ssh = self._resolve()
+        if ssh is not None:
+            return f"ssh bridge to {ssh.target}"
+        return f"bridge: {shlex.join(prefix)}" if prefix else "here"
+
     def full_argv(self, argv: Sequence[str]) -> list[str]:
         """The argv actually executed for ``argv`` (bridge prefix and remote quoting applied)."""
-        prefix, quote = self._resolve()
+        prefix, ssh = self._resolve()
+        if ssh is not None:
+            return [*prefix, ssh.remote_command(argv)]
         if not prefix:
             return list(argv)
-        if quote:
-            return [*prefix, shlex.join(argv)]
+        if self.bridge.shared_dir:
+            return [*prefix, "/bin/sh", "-c", 'cd -- "$1" && shift && exec "$@"', "sh",
+                    self.bridge.shared_dir, *argv]
         return [*prefix, *argv]
 
     # -- running ------------------------------------------------------------------------------
@@ -179,67 +599,88 @@ class CommandRunner:
         """Run one command; retry transient failures (timeouts, bridge errors) when ``retry``.
 
         Never retry a command that is not idempotent (a submission): pass
-        ``retry=False``. Raises :class:`CommandError` subclasses.
+        ``retry=False``; it is retried only when the bridge could not connect
+        at all (the command never started). Raises :class:`CommandError`
+        subclasses; a call never outlasts ``(1 + retries) * timeout`` plus the
+        backoff.
         """
-        attempts = 1 + (self.retries if retry else 0)
+        attempts = 1 + self.retries
         last: CommandError | None = None
         for attempt in range(attempts):
             if attempt:
                 time.sleep(self.backoff * (2 ** (attempt - 1)))
             try:
                 return self._run_once(argv, input, timeout or self.timeout, check)
-            except (CommandTimeoutError, BridgeError) as exc:
+            except BridgeError as exc:
+                if not exc.transient or not (retry or exc.reason == "unreachable"):
+                    raise
                 last = exc
-                log.warning("%s (attempt %d/%d)", exc, attempt + 1, attempts)
+            except CommandTimeoutError as exc:
+                if not retry:
+                    raise
+                last = exc
+            log.warning("%s (attempt %d/%d)", last, attempt + 1, attempts)
         assert last is not None
         raise last
 
     def _run_once(self, argv: Sequence[str], input: bytes | None, timeout: float, check: bool) -> CommandResult:
+        if not argv:
+            raise CommandError(list(argv), None, "empty command")
+        prefix, ssh = self._resolve()
+        deadline = time.monotonic() + timeout
+        where = "here" if not prefix else self.describe()
         full = self.full_argv(argv)
-        bridged = len(full) != len(argv) or full[0] != argv[0]
         t0 = time.monotonic()
         with self._lock:
             self.calls += 1
         try:
-            proc = subprocess.run(
-                full, input=input, capture_output=True, timeout=timeout,
-                stdin=None if input is not None else subprocess.DEVNULL,
-            )
+            if ssh is not None:
+                rc, out, err = ssh.run(argv, input, deadline)
+            else:
+                rc, out, err = _execute(full, input, deadline - time.monotonic())
+        except _ShellGone as gone:
+            assert ssh is not None
+            failure = ssh.failure(argv, 255, gone.args[0])
+            if failure is None or failure.reason == "failed":
+                failure = BridgeError(argv, None, f"ssh bridge to {ssh.target}: the remote shell ended during "
+                                      f"the command: {gone.args[0].strip() or 'no message'}")
+            raise failure from None
         except subprocess.TimeoutExpired:
-            raise CommandTimeoutError(argv, timeout) from None
+            raise CommandTimeoutError(argv, timeout, f"({where})" if prefix else "") from None
         except FileNotFoundError:
+            if not prefix:
+                raise CommandNotFoundError(
+                    argv, None, f"{argv[0]} is not installed or not on PATH (configure the "
+                    "out-of-container bridge if it runs on the host)") from None
             raise CommandNotFoundError(
-                argv, None, f"{full[0]} is not installed or not on PATH"
-                + ("" if bridged else " (configure the out-of-container bridge if it runs on the host)")
-            ) from None
+                argv, None, f"{argv[0]} is not on PATH here and {full[0]} (the out-of-container bridge) "
+                "is not installed") from None
         except OSError as exc:
             raise CommandError(argv, None, f"cannot run {full[0]}: {exc.strerror}") from None
-        stdout = proc.stdout.decode("utf-8", "replace")
-        stderr = proc.stderr.decode("utf-8", "replace")
-        result = CommandResult(tuple(argv), proc.returncode, stdout, stderr, time.monotonic() - t0)
-        log.debug("%s -> %d in %.3f s", shlex.join(full), proc.returncode, result.seconds)
-        if proc.returncode != 0 and check:
-            if bridged and self._quote and proc.returncode == 255:
-                raise BridgeError(argv, 255, f"ssh bridge failed: {stderr.strip() or 'no message'}")
-            if proc.returncode == 127 or "executable file not found" in stderr:
-                where = "on the bridged host" if bridged else "here"
-                raise CommandNotFoundError(argv, 127, f"{argv[0]} not found {where}: {stderr.strip()}")
-            if bridged and not self._quote and proc.returncode in (125, 126) and "Error response from daemon" in stderr:
-                raise BridgeError(argv, proc.returncode, stderr.strip())
-            raise CommandError(argv, proc.returncode, stderr, stdout)
+        stdout = out.decode("utf-8", "replace")
+        stderr = err.decode("utf-8", "replace")
+        result = CommandResult(tuple(argv), rc, stdout, stderr, time.monotonic() - t0)
+        log.debug("%s -> %d in %.3f s", shlex.join(full), rc, result.seconds)
+        if rc == 255 and ssh is not None:
+            failure = ssh.failure(argv, rc, stderr)
+            if failure is not None:
+                raise failure
+        if rc != 0 and check:
+            if rc == 127 or "executable file not found" in stderr:
+                raise CommandNotFoundError(
+                    argv, 127, f"{argv[0]} not found {'on the host (' + where + ')' if prefix else 'here'}: "
+                    f"{stderr.strip()}")
+            if prefix and ssh is None and rc in (1, 125, 126) and (
+                    "Error response from daemon" in stderr or "No such container" in stderr):
+                raise BridgeError(argv, rc, f"bridge {shlex.join(prefix)} cannot reach the host: {stderr.strip()}",
+                                  reason="unreachable")
+            raise CommandError(argv, rc, stderr, stdout)
         return result
 
     def close(self) -> None:
         """Stop a reused ssh connection and remove its private socket directory."""
-        prefix, quote = (self._prefix or []), self._quote
-        if self._control_dir is None:
-            return
-        if quote and prefix:
-            host_index = prefix.index("--") - 1
-            try:
-                subprocess.run([*prefix[:host_index], "-O", "exit", prefix[host_index]],
-                               capture_output=True, timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        shutil.rmtree(self._control_dir, ignore_errors=True)
-        self._control_dir = None
+        with self._lock:
+            ssh, self._ssh = self._ssh, None
+            self._resolved = False
+        if ssh is not None:
+            ssh.close()

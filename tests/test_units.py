@@ -136,7 +136,7 @@ def test_runner_ssh_quoting_survives_a_remote_shell() -> None:
     argv = ["printf", "%s\\n", "a b", "$HOME", "`id`", "it's", 'q"q', "end\\", "-n", "line\nbreak", "é"]
     runner = CommandRunner(BridgeConfig(mode="ssh", host="h", user="u", port=22))
     full = runner.full_argv(argv)
-    assert full[0] == "ssh" and "BatchMode=yes" in full and full[-2] == "--"
+    assert full[0] == "ssh" and "BatchMode=yes" in full and full[-3:-1] == ["--", "h"]
     # What sshd does with the remote command: hand the single string to a shell.
     out = subprocess.run(["sh", "-c", full[-1]], capture_output=True, check=True).stdout.decode()
     assert out.split("\n")[:-1] == ["a b", "$HOME", "`id`", "it's", 'q"q', "end\\", "-n", "line", "break", "é"]
