@@ -19,7 +19,7 @@ from typing import ClassVar
 from .. import constants as C
 from ..batch import CommandLineScheduler, Observation
 from ..config import SchedulerConfig
-from ..errors import CommandError, SubmissionError
+from ..errors import BridgeError, CommandError, CommandNotFoundError, CommandTimeoutError, SubmissionError
 from ..job import Job
 from ..scripts import LAUNCH_ERROR_EXIT, build_script
 from ..usage import format_usage, memory_to_kb, parse_hms
@@ -117,6 +117,8 @@ class SlurmScheduler(CommandLineScheduler):
         argv = self.sbatch_argv(job)
         try:
             result = self.runner.run(argv, input=script, retry=False)
+        except (BridgeError, CommandTimeoutError, CommandNotFoundError) as exc:
+            raise SubmissionError(f"cannot submit: {exc}") from None  # sbatch never answered
         except CommandError as exc:
             raise SubmissionError(f"sbatch refused the job: {exc.stderr.strip() or exc}") from None
         job_id = result.stdout.strip().split(";")[0]
