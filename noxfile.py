@@ -15,11 +15,15 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 #: Targets of the conformance matrix: "local" is the local backend, the others DRMS images.
-DRMS = ["local", "slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi", "sge-drmaa", "sge-drmaa-cluster"]
+DRMS = ["local", "slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi", "sge-drmaa", "sge-drmaa-cluster", "slurm-bridge"]
 #: The DRMS that build from Debian packages alone, so CI runs them on a fresh machine.
-CI_DRMS = ["slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi", "sge-drmaa", "sge-drmaa-cluster"]
+CI_DRMS = ["slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi", "sge-drmaa", "sge-drmaa-cluster", "slurm-bridge"]
 #: DRMS whose scheduler runs inside the cluster (the suite runs there, see testing/incontainer.py).
 IN_CONTAINER = {"mpi", "sge-drmaa", "sge-drmaa-cluster"}
+#: Out of container: the suite runs in an engine container that has no DRMS command and reaches the
+#: DRMS host over ssh, with auto-detection and with explicit configuration, then the bridge's failure
+#: cases (see soma_schedulers/testing/bridge.py).
+BRIDGED = {"slurm-bridge"}
 #: Targets named after the backend too: their cluster (image) name.
 CLUSTER_OF = {"sge-drmaa": "sge", "sge-drmaa-cluster": "sge-cluster"}
 
@@ -46,6 +50,9 @@ def conformance(session: nox.Session, drms: str) -> None:
     _install(session)
     if drms in IN_CONTAINER:
         session.run("python", "-m", "soma_schedulers.testing.incontainer", drms, "-rs", *session.posargs)
+        return
+    if drms in BRIDGED:
+        session.run("python", "-m", "soma_schedulers.testing.bridge", drms, "-rs", *session.posargs)
         return
     session.run("pytest", "tests/test_conformance.py", *_target_args(drms), "-rs", *session.posargs)
 
@@ -84,6 +91,8 @@ def ci(session: nox.Session) -> None:
     session.run("pytest", "tests", "--ignore=tests/containers", "-rs", "-p", "no:cacheprovider")
     for drms in sorted(IN_CONTAINER & set(CI_DRMS)):
         session.run("python", "-m", "soma_schedulers.testing.incontainer", drms, "-rs")
-    drms_args = [a for d in CI_DRMS if d not in IN_CONTAINER for a in _target_args(d)]
+    for drms in sorted(BRIDGED & set(CI_DRMS)):
+        session.run("python", "-m", "soma_schedulers.testing.bridge", drms, "-rs")
+    drms_args = [a for d in CI_DRMS if d not in IN_CONTAINER | BRIDGED for a in _target_args(d)]
     session.run("pytest", "tests/test_conformance.py", "tests/containers", *drms_args, "-rs",
                 "-p", "no:cacheprovider", *session.posargs)
