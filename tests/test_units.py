@@ -190,6 +190,8 @@ class FakeRunner:
         answer = self.answers[argv[0] + ("-O" if "-O" in argv else "")]
         if isinstance(answer, Exception):
             raise answer
+        if answer and not answer.endswith("\n") and not getattr(self, "cut", False):
+            answer += "\n"  # real command output ends with a newline
         return subprocess.CompletedProcess(argv, 0, answer, "")
 
     def close(self) -> None:
@@ -231,6 +233,33 @@ def test_slurm_poll_is_one_squeue_plus_one_sacct() -> None:
     assert s.get_job_exit_info("7") == (C.EXIT_NOTRUN, None, None, None)
     # 22.05 says JobLaunchFailure for a batch shell killed by a signal: still the job's own end
     assert s.get_job_exit_info("8")[:3] == (C.FINISHED_TERM_SIG, None, 9)
+
+
+def test_slurm_output_cut_short_is_not_believed() -> None:
+    # "13:0" cut to "1": the last line has no newline, so it is ignored, not read as exit 1
+    s = _slurm_with({"squeue": "", "sacct": "5|COMPLETED|0:0|x|1|00:00:00||1|n1|None|\n6|FAILED|1"})
+    s.runner.cut = True  # type: ignore[attr-defined]
+    s.track_job("5")
+    s.track_job("6")
+    assert s.get_jobs_status(["5", "6"]) == {"5": C.DONE, "6": C.UNDETERMINED}
+
+
+def test_slurm_lost_sbatch_answer_is_found_by_token() -> None:
+    from soma_schedulers.errors import CommandTimeoutError as Timeout
+
+    s = _slurm_with({"sbatch": Timeout(["sbatch"], 1.0), "squeue": ""})
+    calls = s.runner.calls  # type: ignore[attr-defined]
+
+    def run(argv: list[str], **kw: object) -> object:
+        calls.append(argv)
+        if argv[0] == "sbatch":
+            raise Timeout(argv, 1.0)
+        token = next(a for a in calls[0] if a.startswith("--comment=")).split("=", 1)[1]
+        return subprocess.CompletedProcess(argv, 0, f"41|other\n42|{token}\n", "")
+
+    s.runner.run = run  # type: ignore[attr-defined]
+    assert s.job_submission([Job(command=["true"])]) == ["42"]
+    assert calls[1][:4] == ["squeue", "-h", "--me", "-t"]
 
 
 def test_slurm_undetermined_then_failed_after_timeout() -> None:

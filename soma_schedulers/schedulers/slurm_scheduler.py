@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
+import uuid
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -27,6 +29,8 @@ from ..usage import format_usage, memory_to_kb, parse_hms
 __all__ = ["SlurmScheduler"]
 
 LAUNCH_MARK = "soma_launch_error"
+TOKEN_MARK = "soma_token:"
+_JOB_ID = re.compile(r"\d+(_\d+)?")
 
 _ENDED = {
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
@@ -49,6 +53,12 @@ _LIVE = {
     "RESV_DEL_HOLD": C.SYSTEM_ON_HOLD,
 }
 _NAME_BAD = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def complete_lines(text: str) -> list[str]:
+    """The lines of a command's output, less a last one cut short (no final newline)."""
+    lines = text.split("\n")
+    return [line for line in lines[:-1] if line]
 
 
 def parse_exit_code(text: str) -> tuple[int | None, int | None]:
@@ -114,26 +124,67 @@ class SlurmScheduler(CommandLineScheduler):
 
     def _submit_one(self, job: Job) -> str:
         script = self.job_script(job).encode("utf-8")
-        argv = self.sbatch_argv(job)
+        # A token in the job's Comment finds the job again when sbatch's answer is lost
+        # (timeout, dropped connection, cut output): a submission is never retried blindly.
+        token = f"{TOKEN_MARK}{uuid.uuid4().hex}"
+        argv = [*self.sbatch_argv(job), f"--comment={token}"]
         try:
             result = self.runner.run(argv, input=script, retry=False)
-        except (BridgeError, CommandTimeoutError, CommandNotFoundError) as exc:
-            raise SubmissionError(f"cannot submit: {exc}") from None  # sbatch never answered
+        except CommandNotFoundError as exc:
+            raise SubmissionError(f"cannot submit: {exc}") from None
+        except (BridgeError, CommandTimeoutError) as exc:
+            job_id = self._find_submitted(token)
+            if job_id is None:
+                raise SubmissionError(f"cannot submit: {exc} (and no job carries its token)") from None
+            if self.logger:
+                self.logger.warning("sbatch's answer was lost (%s); found job %s by its token", exc, job_id)
+            return job_id
         except CommandError as exc:
             raise SubmissionError(f"sbatch refused the job: {exc.stderr.strip() or exc}") from None
-        job_id = result.stdout.strip().split(";")[0]
-        if not job_id.isdigit() and not re.fullmatch(r"\d+(_\d+)?", job_id):
-            raise SubmissionError(f"sbatch gave no job id: {result.stdout.strip()!r} {result.stderr.strip()!r}")
-        return job_id
+        out = result.stdout
+        job_id = out.strip().split(";")[0]
+        if out.endswith("\n") and _JOB_ID.fullmatch(job_id):
+            return job_id
+        found = self._find_submitted(token)  # an answer cut short is no answer
+        if found is None:
+            raise SubmissionError(f"sbatch gave no job id: {out.strip()!r} {result.stderr.strip()!r}")
+        return found
+
+    def _find_submitted(self, token: str, attempts: int = 5) -> str | None:
+        """The id of this user's job whose Comment is ``token``, if sbatch created it.
+
+        Asked up to ``attempts`` times (the DRMS may be failing right now): a job
+        that exists but is not found would run untracked.
+        """
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(self.runner.backoff * attempt)
+            try:
+                out = self.runner.run(["squeue", "-h", "--me", "-t", "all", "-o", "%i|%k"]).stdout
+            except CommandError as exc:
+                if self.logger:
+                    self.logger.warning("looking for a lost submission: %s", exc)
+                continue
+            if out and not out.endswith("\n"):
+                continue  # cut short: the job may be in the missing part
+            for line in complete_lines(out):
+                job_id, _, comment = line.partition("|")
+                if comment == token and _JOB_ID.fullmatch(job_id):
+                    return job_id
+            return None
+        return None
+        for line in complete_lines(out):
+            job_id, _, comment = line.partition("|")
+            if comment == token and _JOB_ID.fullmatch(job_id):
+                return job_id
+        return None
 
     # -- polling --------------------------------------------------------------------------------
     def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
-        import time
-
         result: dict[str, Observation] = {}
         ended: dict[str, str] = {}  # id -> squeue state, for jobs squeue shows as ended
         out = self._squeue(ids)
-        for line in out.splitlines():
+        for line in complete_lines(out):
             parts = line.split("|", 4)
             if len(parts) < 5:
                 continue
@@ -173,8 +224,6 @@ class SlurmScheduler(CommandLineScheduler):
             raise
 
     def _finished(self, ids: list[str], ended: dict[str, str]) -> dict[str, Observation]:
-        import time
-
         obs: dict[str, Observation] = {}
         if self._accounting is not False:
             obs = self._sacct(ids)
@@ -221,7 +270,7 @@ class SlurmScheduler(CommandLineScheduler):
         self._accounting = True
         jobs: dict[str, list[str]] = {}
         steps: dict[str, list[list[str]]] = {}
-        for line in out.splitlines():
+        for line in complete_lines(out):
             f = line.split("|", 10)
             if len(f) < 11:
                 continue
@@ -268,7 +317,7 @@ class SlurmScheduler(CommandLineScheduler):
                 return {}
             raise
         result: dict[str, Observation] = {}
-        for line in out.splitlines():
+        for line in complete_lines(out):
             f = line.split()
             if len(f) < 2 or f[0] not in ended or not f[1].lstrip("-").isdigit():
                 continue
