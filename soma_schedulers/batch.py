@@ -273,7 +273,10 @@ class CommandLineScheduler(Scheduler):
             self._polled_at = float("-inf")
 
     def clean(self) -> None:
+        """Close the bridge and forget every job (the instance is unusable afterwards)."""
         self.runner.close()
+        with self._lock:
+            self._records.clear()
 
     @classmethod
     def build_scheduler(cls, config: Any) -> CommandLineScheduler:

@@ -18,6 +18,13 @@ from .errors import JobSpecError
 __all__ = ["Job", "as_job"]
 
 _PARALLEL_KEYS = frozenset({"config_name", "nodes_number", "cpu_per_node"})
+#: Linux's limit on one argv item or env string (MAX_ARG_STRLEN), and a safe total.
+MAX_ARG_BYTES = 128 * 1024 - 1
+MAX_TOTAL_BYTES = 1024 * 1024
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape")) + 1
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,10 @@ class Job:
                 raise JobSpecError(f"Job.command[{i}] contains a NUL byte")
         if cmd[0] == "":
             raise JobSpecError("Job.command[0] (the executable) is empty")
+        for i, item in enumerate(cmd):
+            if _size(item) > MAX_ARG_BYTES:
+                raise JobSpecError(f"Job.command[{i}] is {_size(item) - 1} bytes: over the system's "
+                                   f"{MAX_ARG_BYTES}-byte limit for one argument")
         object.__setattr__(self, "command", tuple(cmd))
         if self.env is not None:
             env = dict(self.env)
@@ -71,7 +82,13 @@ class Job:
                     raise JobSpecError(f"Job.env item {k!r} must map str to str")
                 if not k or "=" in k or "\0" in k or "\0" in v:
                     raise JobSpecError(f"Job.env has an invalid name or value: {k!r}")
+            for k, v in env.items():
+                if _size(f"{k}={v}") > MAX_ARG_BYTES:
+                    raise JobSpecError(f"Job.env[{k!r}] is over the system's {MAX_ARG_BYTES}-byte limit")
             object.__setattr__(self, "env", env)
+        total = sum(_size(a) for a in cmd) + sum(_size(f"{k}={v}") for k, v in (self.env or {}).items())
+        if total > MAX_TOTAL_BYTES:
+            raise JobSpecError(f"Job.command and Job.env take {total} bytes: over the {MAX_TOTAL_BYTES}-byte limit")
         for fname in ("stdin", "stdout_file", "stderr_file", "working_directory", "name", "queue"):
             value = getattr(self, fname)
             if value is not None and not isinstance(value, str):

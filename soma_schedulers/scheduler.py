@@ -24,6 +24,7 @@ from .job import Job, as_job
 __all__ = [
     "CAPABILITIES",
     "ENTRY_POINT_GROUP",
+    "OPTIONAL_CAPABILITIES",
     "ExitInfo",
     "Scheduler",
     "build_scheduler",
@@ -47,6 +48,13 @@ CAPABILITIES = frozenset(
         "resource_usage",  # reports cput/walltime/mem
         "exit_signal",  # tells a job that died of a signal from one that exited
         "launch_errors",  # missing executable / bad cwd end as failed/aborted
+    }
+)
+#: Capabilities a backend must opt in to (not in the default ``Scheduler.capabilities``).
+OPTIONAL_CAPABILITIES = frozenset(
+    {
+        "queues",  # Job.queue is checked by the DRMS: an unknown queue is refused at submission
+        "native_specification",  # a malformed native specification is refused at submission
     }
 )
 

@@ -23,6 +23,7 @@ from ..batch import CommandLineScheduler, Observation
 from ..config import SchedulerConfig
 from ..errors import BridgeError, CommandError, CommandNotFoundError, CommandTimeoutError, SubmissionError
 from ..job import Job
+from ..scheduler import CAPABILITIES, OPTIONAL_CAPABILITIES
 from ..scripts import LAUNCH_ERROR_EXIT, build_script
 from ..usage import format_usage, memory_to_kb, parse_hms
 
@@ -83,6 +84,7 @@ class SlurmScheduler(CommandLineScheduler):
     """Submit and follow jobs with ``sbatch``, ``squeue``, ``sacct`` and ``scancel``."""
 
     scheduler_type = "slurm"
+    capabilities = CAPABILITIES | OPTIONAL_CAPABILITIES
     probe_command: ClassVar[str] = "squeue"
 
     def __init__(self, config: SchedulerConfig | None = None) -> None:
@@ -123,7 +125,8 @@ class SlurmScheduler(CommandLineScheduler):
         return build_script(job, directives, report=report)
 
     def _submit_one(self, job: Job) -> str:
-        script = self.job_script(job).encode("utf-8")
+        # surrogateescape: a str made from non-UTF-8 bytes (os.fsdecode) gives those bytes back
+        script = self.job_script(job).encode("utf-8", "surrogateescape")
         # A token in the job's Comment finds the job again when sbatch's answer is lost
         # (timeout, dropped connection, cut output): a submission is never retried blindly.
         token = f"{TOKEN_MARK}{uuid.uuid4().hex}"

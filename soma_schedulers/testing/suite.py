@@ -331,3 +331,65 @@ def test_context_manager_and_clean(conformance_target: Target) -> None:
         assert jid is not None
         wait_for_end(sched, [jid], conformance_target.timeout, conformance_target.poll)
         assert sched.get_job_status(jid) == C.DONE
+
+
+# -- bad input: each gives its documented outcome (docs/contract.md, "Bad input") ---------------
+
+def _refused(target: Target, job: object, *words: str) -> None:
+    sched = target.scheduler
+    ids = sched.job_submission([job])
+    assert ids == [None], f"expected a refusal at submission, got id {ids[0]!r}"
+    error = sched.last_submission_errors[0] or ""
+    for word in words:
+        assert word in error, f"the error should name {word!r}: {error!r}"
+
+
+def _aborted(target: Target, job: Job) -> None:
+    [jid] = run(target, job)
+    status, exit_status, _, _ = end_state(target, jid)
+    assert (status, exit_status) == (C.FAILED, C.EXIT_ABORTED)
+
+
+def test_bad_input_unknown_queue(conformance_target: Target) -> None:
+    require(conformance_target, "queues")
+    _refused(conformance_target, Job(command=["/bin/true"], queue="no_such_queue_42"), "no_such_queue_42")
+
+
+def test_bad_input_malformed_native_specification(conformance_target: Target) -> None:
+    require(conformance_target, "native_specification")
+    _refused(conformance_target, Job(command=["/bin/true"], native_specification="--no-such-option-42"),
+             "no-such-option-42")
+
+
+def test_bad_input_unwritable_stdout(conformance_target: Target) -> None:
+    require(conformance_target, "launch_errors")
+    out = conformance_target.workdir / "no such dir" / "out"
+    _aborted(conformance_target, Job(command=["/bin/true"], stdout_file=str(out)))
+
+
+def test_bad_input_missing_stdin(conformance_target: Target) -> None:
+    require(conformance_target, "launch_errors")
+    require(conformance_target, "stdin")
+    _aborted(conformance_target, Job(command=["/bin/cat"], stdin=str(conformance_target.workdir / "missing in")))
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"command": []}, "empty"),
+    ({"command": ["/bin/echo", "x" * 200_000]}, "limit"),
+    ({"command": ["/bin/true"], "env": {"SOMA_T_BIG": "y" * 200_000}}, "limit"),
+    ({"command": ["/bin/true"], "env": {"SOMA_T_BYTES": b"\xff"}}, "env"),
+], ids=["empty-command", "huge-argv", "huge-env", "bytes-env"])
+def test_bad_input_refused_with_a_typed_error(conformance_target: Target, kwargs: dict[str, object],
+                                              word: str) -> None:
+    _refused(conformance_target, kwargs, word)
+
+
+def test_non_utf8_env_and_argv_reach_the_job_as_bytes(conformance_target: Target) -> None:
+    require(conformance_target, "env")
+    d = conformance_target.new_dir("bytes")
+    data = b"caf\xe9-\xff"
+    raw = os.fsdecode(data)  # not UTF-8: surrogate escapes, as os.environ holds such values
+    code = ("import os, sys; sys.stdout.write(os.environb[b'SOMA_T_RAW'].hex() + ' ' "
+            "+ os.fsencode(sys.argv[1]).hex())")
+    run(conformance_target, py(conformance_target, code, raw, env={"SOMA_T_RAW": raw}, stdout_file=str(d / "o")))
+    assert read(d / "o") == f"{data.hex()} {data.hex()}"
