@@ -64,6 +64,7 @@ __all__ = [
     "HarnessError",
     "ImageUnavailable",
     "NodeLayout",
+    "SourceUnavailable",
     "build_cluster_images",
     "build_spec_image",
     "cleanup_stale",
@@ -162,6 +163,10 @@ CLUSTERS: dict[str, ClusterSpec] = {
                     ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS),
         ClusterSpec("sge-cluster", "drmaa", "sge", "debian:bookworm-slim", "soma-schedulers/sge:8.1.9", 2,
                     ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS),
+        # DRMAA on Slurm: the Slurm images plus slurm-drmaa (upstream source, see containers/slurm-drmaa)
+        *(ClusterSpec(name, "drmaa", "slurm-drmaa", f"soma-schedulers/slurm:{ver}", f"soma-schedulers/slurm-drmaa:{ver}",
+                      1, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS, upstream_source=True)
+          for name, ver in (("slurm-drmaa", "22.05"), ("slurm-drmaa-24.11", "24.11"))),
         *(ClusterSpec(name, stype, ctx, "debian:bookworm-slim", tag, nodes, ready_line=f"SOMA-SCHEDULERS-READY {ctx}",
                       log_paths=logs, upstream_source=True)
           for ctx, stype, tag, logs in (("openpbs", "pbspro", "soma-schedulers/openpbs:23.06", _PBS_LOGS),
@@ -198,7 +203,7 @@ def _sge_layout(spec: ClusterSpec) -> list[NodeLayout]:
 
 #: scheduler_type -> function giving the containers of a spec (controller first).
 LAYOUTS: dict[str, Callable[[ClusterSpec], list[NodeLayout]]] = {"slurm": _slurm_layout, "mpi": _mpi_layout}
-LAYOUTS["drmaa"] = _sge_layout  # the only DRMAA image so far
+LAYOUTS["drmaa"] = lambda spec: (_slurm_layout if spec.context.startswith("slurm") else _sge_layout)(spec)
 
 
 def _pbs_layout(spec: ClusterSpec) -> list[NodeLayout]:
@@ -215,8 +220,12 @@ LAYOUTS["pbspro"] = LAYOUTS["torque"] = _pbs_layout
 ALLOW_DOWNLOAD_ENV = "SOMA_SCHEDULERS_ALLOW_DOWNLOAD"  # "1": images may download their upstream source
 
 
+class SourceUnavailable(ImageUnavailable):
+    """The image builds from an upstream source that is not here and may not be downloaded."""
+
+
 def check_upstream_source(spec: ClusterSpec) -> None:
-    """Raise :class:`ImageUnavailable` (why, and how to fix it) when ``spec`` needs an upstream
+    """Raise :class:`SourceUnavailable` (why, and how to fix it) when ``spec`` needs an upstream
     source that is neither in ``<context>/src/`` (a tree or a tarball) nor allowed to be downloaded."""
     if not spec.upstream_source or os.environ.get(ALLOW_DOWNLOAD_ENV, "") in ("1", "true", "yes"):
         return
@@ -229,10 +238,10 @@ def check_upstream_source(spec: ClusterSpec) -> None:
         for line in (ctx / "upstream.env").read_text().splitlines():
             key, sep, value = line.partition("=")
             if sep and not key.startswith("#"):
-                pin[key.strip()] = value.strip()
-    raise ImageUnavailable(
+                pin[key.strip()] = value.strip().strip("'\"")
+    raise SourceUnavailable(
         f"{pin.get('NAME', spec.context)} {pin.get('VERSION', '')} source (commit {pin.get('COMMIT', '?')}) "
-        f"is not in {src}: export it there (git archive COMMIT | tar -x -C {src}) or set "
+        f"is not in {src}: export it there ({pin.get('EXPORT', f'git archive COMMIT | tar -x -C {src}')}) or set "
         f"{ALLOW_DOWNLOAD_ENV}=1 to let the build download {pin.get('URL', 'it')}"
     )
 
@@ -318,6 +327,9 @@ def build_cluster_images(spec: ClusterSpec, log: LogFunc = _default_log) -> None
     """
     parent = next((s for s in CLUSTERS.values() if s.image_tag == spec.base_image), None)
     if parent is not None:
+        if not (os.environ.get(SKIP_BUILD_ENV, "") in ("1", "true", "yes")
+                and image_exists(docker_client(), spec.image_tag)):
+            check_upstream_source(spec)  # a missing source skips before the parent is built
         build_cluster_images(parent, log)
     with _built_lock:
         if spec.image_tag in _built:
