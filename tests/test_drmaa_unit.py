@@ -54,6 +54,7 @@ class FakeDRMS:
         self.status_error: Exception | None = None
         self.on_terminate_running: Any = info(None, aborted=True)  # SGE; slurm-drmaa: info(0)
         self.run_scripts = False
+        self.implementation = "SGE 8.1.9"
 
     def end(self, jid: str, result: Any) -> None:
         self.states[jid] = C.DONE
@@ -86,7 +87,7 @@ def fake_module(drms: FakeDRMS) -> types.ModuleType:
             drms.active = True
             drms.inits.append(contact)
             self.contact = contact or f"session=fake.{len(drms.inits)}"
-            self.drmaaImplementation = "SGE 8.1.9"
+            self.drmaaImplementation = drms.implementation
 
         def exit(self) -> None:
             drms.active = False
@@ -404,3 +405,131 @@ def test_usage_mapping() -> None:
     assert dm.implementation_family("DRMAA for Slurm 1.1.6") == "slurm"
     assert dm.implementation_family("PBS DRMAA v. 1.0.19") == "pbs"
     assert dm.implementation_family("SGE 8.1.9") == "sge"
+
+
+# -- slurm-drmaa: its exit report and Slurm accounting -------------------------------------------
+
+SLURM_ZEROS = {"submission_time": "1795553983", "cpu": "0", "mem": "0", "vmem": "0", "walltime": "0",
+               "hosts": "(null)"}
+
+
+def slurm_info(code: int) -> Any:
+    """What slurm-drmaa 1.1.6 reports: an exit code of 128+N reads as exited *and* signal N."""
+    sig = {137: "SIGKILL", 143: "SIGTERM"}.get(code, "")
+    return JobInfo("x", True, bool(sig), sig, False, False, code, dict(SLURM_ZEROS))
+
+
+class FakeSacct:
+    """``sacct -n -P -j IDS -o ...`` answers, the lines of each job (or accounting is disabled)."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, list[str]] = {}
+        self.disabled = False
+        self.calls: list[list[str]] = []
+
+    def run(self, argv: list[str], *args: Any, **kw: Any) -> Any:
+        from soma_schedulers.errors import CommandError
+        from soma_schedulers.runner import CommandResult
+
+        self.calls.append(list(argv))
+        assert argv[:5] == ["sacct", "-n", "-P", "-j", argv[4]]
+        if self.disabled:
+            raise CommandError(argv, 1, "sacct: error: Slurm accounting storage is disabled")
+        out = "".join(line + "\n" for jid in argv[4].split(",") for line in self.lines.get(jid, []))
+        return CommandResult(tuple(argv), 0, out, "", 0.01)
+
+
+@pytest.fixture
+def slurm(drms: FakeDRMS, sched: dm.DrmaaScheduler, monkeypatch: pytest.MonkeyPatch) -> FakeSacct:
+    drms.implementation = "DRMAA for Slurm 1.1.6"
+    sched.sleep()
+    sched.wake()  # a new session: the implementation string is read again
+    assert dm.implementation_family(sched.implementation) == "slurm"
+    fake = FakeSacct()
+    monkeypatch.setattr(sched.runner, "run", fake.run)
+    return fake
+
+
+def record(jid: str, state: str, code: str, *, cpu: str = "00:01.200", elapsed: str = "2",
+           rss: str = "2048K", node: str = "slurm") -> list[str]:
+    start = "2026-11-24T21:09:47" if node != "None assigned" else "None"
+    return [f"{jid}|{state}|{code}|{start}|{elapsed}|{cpu}||{node}",
+            f"{jid}.batch|{state}|{code}|{start}|{elapsed}|{cpu}|{rss}|{node}"]
+
+
+def test_slurm_drmaa_128_plus_n_is_a_signal(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: FakeSacct) -> None:
+    ids = submit(sched, Job(command=["x"]), Job(command=["y"]), Job(command=["z"]))
+    for jid, code in zip(ids, (137, 143, 3), strict=True):
+        drms.end(jid, slurm_info(code))
+        slurm.lines[jid] = record(jid, "FAILED", f"{code & 0x7F}:0")  # sacct drops the high bit
+    infos = sched.get_jobs_exit_info(ids)
+    assert [infos[j][:3] for j in ids] == [(C.FINISHED_TERM_SIG, None, 9), (C.FINISHED_TERM_SIG, None, 15),
+                                           (C.FINISHED_REGULARLY, 3, None)]
+
+
+def test_slurm_drmaa_usage_comes_from_accounting(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: FakeSacct) -> None:
+    [jid] = submit(sched, Job(command=["x"]))
+    drms.end(jid, slurm_info(0))
+    slurm.lines[jid] = record(jid, "COMPLETED", "0:0")
+    assert sched.get_job_exit_info(jid) == (C.FINISHED_REGULARLY, 0, None, b"cput=00:00:01 mem=2048kb walltime=00:00:02")
+    assert len(slurm.calls) == 1
+
+
+def test_slurm_drmaa_waits_for_the_accounting_record(sched: dm.DrmaaScheduler, drms: FakeDRMS,
+                                                     slurm: FakeSacct) -> None:
+    [jid] = submit(sched, Job(command=["x"]))
+    drms.states[jid] = C.RUNNING
+    assert sched.get_job_status(jid) == C.RUNNING
+    drms.end(jid, slurm_info(0))
+    assert sched.get_job_status(jid) == C.RUNNING  # reaped, no record yet: its last live state
+    assert sched.get_job_status(jid) == C.RUNNING
+    slurm.lines[jid] = record(jid, "COMPLETED", "0:0")
+    assert sched.get_job_status(jid) == C.DONE
+    assert sched.get_job_exit_info(jid)[3] == b"cput=00:00:01 mem=2048kb walltime=00:00:02"
+
+
+def test_slurm_drmaa_without_a_record_after_the_grace(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: FakeSacct,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dm, "ACCOUNTING_GRACE", 0.0)
+    [jid] = submit(sched, Job(command=["x"]))
+    drms.end(jid, slurm_info(4))
+    assert sched.get_job_exit_info(jid) == (C.FINISHED_REGULARLY, 4, None, None)  # not slurm-drmaa's zeros
+
+
+def test_slurm_drmaa_without_accounting(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: FakeSacct) -> None:
+    slurm.disabled = True
+    ids = submit(sched, Job(command=["x"]), Job(command=["y"]))
+    drms.end(ids[0], slurm_info(5))
+    assert sched.get_job_exit_info(ids[0]) == (C.FINISHED_REGULARLY, 5, None, None)
+    drms.end(ids[1], slurm_info(0))
+    assert sched.get_job_exit_info(ids[1]) == (C.FINISHED_REGULARLY, 0, None, None)
+    assert len(slurm.calls) == 1  # asked once
+
+
+def test_slurm_drmaa_lost_job_exit_code_from_accounting(sched: dm.DrmaaScheduler, drms: FakeDRMS,
+                                                        slurm: FakeSacct) -> None:
+    # The job ran and left slurmctld before a poll: slurm-drmaa assumes exit 0.
+    [jid] = submit(sched, Job(command=["x"]))
+    drms.end(jid, slurm_info(0))
+    slurm.lines[jid] = record(jid, "FAILED", "7:0")
+    assert sched.get_job_exit_info(jid)[:3] == (C.FINISHED_REGULARLY, 7, None)
+    assert sched.get_job_status(jid) == C.DONE
+
+
+def test_slurm_drmaa_timeout_is_aborted(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: FakeSacct) -> None:
+    [jid] = submit(sched, Job(command=["x"]))
+    drms.end(jid, slurm_info(143))  # slurm-drmaa: SIGTERM
+    slurm.lines[jid] = record(jid, "TIMEOUT", "0:0", elapsed="87")
+    assert sched.get_job_exit_info(jid)[0] == C.EXIT_ABORTED
+    assert sched.get_job_status(jid) == C.FAILED
+    assert sched.get_job_error(jid) == "Slurm ended the job: TIMEOUT"
+
+
+def test_slurm_drmaa_kill_of_a_held_job_never_ran(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: FakeSacct) -> None:
+    [jid] = submit(sched, Job(command=["x"], hold=True))
+    assert sched.get_job_status(jid) == C.USER_ON_HOLD
+    drms.on_terminate_running = None
+    sched.kill_job(jid)
+    drms.end(jid, slurm_info(0))  # slurm-drmaa: a cancelled held job "exited 0"
+    slurm.lines[jid] = record(jid, "CANCELLED by 1000", "0:0", node="None assigned")
+    assert sched.get_job_exit_info(jid) == (C.EXIT_NOTRUN, None, None, None)

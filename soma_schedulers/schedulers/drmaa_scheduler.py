@@ -21,6 +21,17 @@ Polling: DRMAA has no batched status call, so a poll costs one
 caller and thread), plus one ``wait(id, TIMEOUT_NO_WAIT)`` to reap each job
 that ended. DRMAA reaps a job once; its exit info is kept.
 
+slurm-drmaa (1.1.6, seen on Slurm 22.05 and 24.11): it runs the command under
+a bash that turns a death by signal N into exit 128+N, reported as exited and
+signalled (read as signal N here); it gives no resource usage (zeros), reports
+a time limit as SIGTERM, and assumes exit 0 for a job that ran and left
+slurmctld before it was polled. So an ended job also gets one ``sacct`` (for
+all the jobs that ended in a poll): start, usage and Slurm's end state come from
+the accounting record, which the job waits for (as its last live state) at most
+:data:`ACCOUNTING_GRACE` seconds; DRMAA's exit code is kept (sacct drops the
+high bit of an exit code) unless it is slurm-drmaa's assumed 0. Without
+accounting, DRMAA's report is used alone and there is no usage.
+
 Kills: ``control(id, TERMINATE)``. A job this scheduler terminated ends
 ``killed_by_user`` (it had started) or ``aborted_before_running``, whatever
 the implementation reports (slurm-drmaa reports such a job as neither
@@ -45,6 +56,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -54,11 +66,18 @@ from typing import Any
 from .. import constants as C
 from ..batch import CommandLineScheduler, Observation
 from ..config import SchedulerConfig
-from ..errors import CommandError, ConfigurationError, SchedulerUnavailableError, SubmissionError
+from ..errors import (
+    CommandError,
+    CommandNotFoundError,
+    ConfigurationError,
+    SchedulerUnavailableError,
+    SubmissionError,
+)
 from ..job import Job
 from ..scheduler import CAPABILITIES
 from ..scripts import LAUNCH_ERROR_EXIT, build_script
 from ..usage import format_usage, memory_to_kb, parse_hms
+from .slurm_scheduler import complete_lines, run_sacct
 
 __all__ = ["DrmaaScheduler", "job_name", "usage_from_rusage"]
 
@@ -84,6 +103,12 @@ PARALLEL_TEMPLATES = {
 }
 _QUEUE_TEMPLATES = {"sge": "-q {queue}", "slurm": "--partition={queue}", "pbs": "-q {queue}"}
 _PARALLEL_ENV_KEYS = ("PARALLEL_ENV_MPI_BIN", "PARALLEL_ENV_NODE_FILE")
+#: Seconds an ended slurm-drmaa job waits for its Slurm accounting record (it lags 0.2-2.5 s).
+ACCOUNTING_GRACE = 10.0
+_SACCT_FIELDS = "JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NodeList"
+_SLURM_ABORTED = {"TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "REVOKED"}
+_SLURM_LIVE = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING",
+               "SIGNALING", "STAGE_OUT", "STOPPED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD"}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -239,6 +264,9 @@ class DrmaaScheduler(CommandLineScheduler):
         self._files: dict[str, str] = {}
         self._terminated: set[str] = set()
         self._seq = itertools.count(1)
+        #: slurm-drmaa: reaped ends waiting for their accounting record (until a deadline).
+        self._unaccounted: dict[str, tuple[Observation, float]] = {}
+        self._accounting: bool | None = None  # sacct answers (None: not asked yet)
         self._session: Any = None
         self.wake()
 
@@ -282,7 +310,8 @@ class DrmaaScheduler(CommandLineScheduler):
     def _write_script(self, job: Job) -> str:
         path = os.path.join(self._script_dir(), f"{os.getpid()}-{next(self._seq)}.sh")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        # surrogateescape: argv/env values that are not UTF-8 reach the job as their bytes
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
             fh.write(build_script(job, report=LAUNCH_REPORT))
         return path
 
@@ -366,8 +395,12 @@ class DrmaaScheduler(CommandLineScheduler):
         errors = d.errors
         session = self._open()
         result: dict[str, Observation] = {}
+        slurm = implementation_family(self.implementation) == "slurm"
+        ended: dict[str, Observation] = {}
         with _SESSION.lock:
             for job_id in ids:
+                if job_id in self._unaccounted:
+                    continue  # reaped already
                 try:
                     state: str | None = str(session.jobStatus(job_id))
                 except errors.InvalidJobException:
@@ -380,12 +413,101 @@ class DrmaaScheduler(CommandLineScheduler):
                 # done, failed, undetermined (SGE, briefly, after a kill) or unknown: reap if ended
                 obs = self._reap(session, job_id)
                 if obs is not None:
-                    result[job_id] = obs
+                    (ended if slurm else result)[job_id] = obs
                 elif state is not None:
                     with self._lock:
                         previous = self._records[job_id].status if job_id in self._records else C.RUNNING
                     result[job_id] = Observation(previous)
+        if slurm:
+            result.update(self._slurm_accounting(ended))
         return result
+
+    # -- slurm-drmaa: Slurm accounting -------------------------------------------------------
+    def _slurm_accounting(self, ended: dict[str, Observation]) -> dict[str, Observation]:
+        """Ended slurm-drmaa jobs completed from ``sacct``.
+
+        slurm-drmaa reports no resource usage (zeros), assumes exit 0 for a job that ran and
+        left slurmctld's memory before it was polled, and reports a timeout as SIGTERM: the
+        accounting record says what happened. A job waits for its record (kept as its last
+        live state) at most :data:`ACCOUNTING_GRACE` seconds; without accounting, DRMAA's
+        information is used as is.
+        """
+        deadline = time.monotonic() + ACCOUNTING_GRACE
+        for job_id, obs in ended.items():
+            obs.usage = None  # slurm-drmaa's are zeros
+            self._unaccounted[job_id] = (obs, deadline)
+        if not self._unaccounted:
+            return {}
+        records = self._sacct(list(self._unaccounted)) if self._accounting is not False else {}
+        now = time.monotonic()
+        result: dict[str, Observation] = {}
+        for job_id, (obs, until) in list(self._unaccounted.items()):
+            record = records.get(job_id)
+            if record is None and self._accounting is not False and now < until:
+                with self._lock:
+                    rec = self._records.get(job_id)
+                    result[job_id] = Observation(rec.status if rec is not None else C.RUNNING)
+                continue
+            del self._unaccounted[job_id]
+            if record is not None:
+                self._apply_record(job_id, obs, record)
+            result[job_id] = obs
+        return result
+
+    def _sacct(self, ids: list[str]) -> dict[str, list[str]]:
+        """``sacct`` fields of the ended jobs among ``ids`` (MaxRSS: the largest of the steps)."""
+        try:
+            out = run_sacct(self.runner, ids, _SACCT_FIELDS)
+        except CommandNotFoundError:
+            out = None
+        self._accounting = out is not None
+        if out is None:
+            return {}
+        jobs: dict[str, list[str]] = {}
+        rss: dict[str, int] = {}
+        for line in complete_lines(out):
+            f = line.split("|", 7)
+            if len(f) < 8:
+                continue
+            base, _, step = f[0].partition(".")
+            if step:
+                kb = memory_to_kb(f[6]) if f[6] else None
+                if kb is not None:
+                    rss[base] = max(rss.get(base, 0), kb)
+            elif f[1] and f[1].split()[0] not in _SLURM_LIVE:
+                jobs[base] = f
+        for base, kb in rss.items():
+            if base in jobs:
+                jobs[base][6] = f"{kb}K"
+        return jobs
+
+    def _apply_record(self, job_id: str, obs: Observation, f: list[str]) -> None:
+        """Start, usage and Slurm's end state from an accounting record.
+
+        DRMAA's exit code (read from slurmctld) is kept: sacct drops the high bit of an exit
+        code (``exit 143`` reads ``15:0``). It is replaced only when slurm-drmaa said exit 0
+        and accounting says otherwise: slurm-drmaa assumes exit 0 for a job that ran and left
+        slurmctld before it was polled. Our own kills stay cancelled.
+        """
+        state = f[1].split()[0]
+        code_text, _, sig_text = f[2].partition(":")
+        code = int(code_text) if code_text.isdigit() else None
+        sig = int(sig_text) if sig_text.isdigit() and int(sig_text) else None
+        obs.started = f[3] not in ("Unknown", "None", "") and f[7] not in ("None assigned", "")
+        if obs.started:
+            wall = float(f[4]) if f[4].isdigit() else None
+            mem = memory_to_kb(f[6]) if f[6] else None
+            obs.usage = format_usage(cput=parse_hms(f[5]) if f[5] else None, mem_kb=mem, walltime=wall) or None
+        if job_id in self._terminated:
+            return
+        if state == "CANCELLED":
+            obs.cancelled = True
+        elif state in _SLURM_ABORTED:
+            obs.aborted = f"Slurm ended the job: {state}"
+        elif (obs.exit_code == 0 and obs.term_sig is None and not obs.cancelled
+              and (state != "COMPLETED" or code or sig)):
+            obs.exit_code, obs.term_sig = (code, None) if sig is None else (None, sig)
+            obs.launch_error = self._launch_error(job_id) if code == LAUNCH_ERROR_EXIT else None
 
     def _reap(self, session: Any, job_id: str) -> Observation | None:
         """``wait(id, TIMEOUT_NO_WAIT)`` as an ended Observation; None when not ended (or unknown)."""
@@ -413,16 +535,19 @@ class DrmaaScheduler(CommandLineScheduler):
         killed = job_id in self._terminated
         obs = Observation(C.DONE, ended=True, started=started,
                           usage=usage_from_rusage(rusage) if started is not False else None)
+        # slurm-drmaa runs the command under a bash that turns a death by signal N into exit
+        # 128+N, and reports that as exited *and* signalled: the signal wins.
+        sig = signal_number(str(info.terminatedSignal)) if info.hasSignal else None
         if killed or info.wasAborted:
             obs.cancelled = True
+        elif sig is not None:
+            obs.term_sig = sig
         elif info.hasExited:
             obs.exit_code = int(info.exitStatus)
             if obs.exit_code == LAUNCH_ERROR_EXIT:
                 obs.launch_error = self._launch_error(job_id)
         elif info.hasSignal:
-            obs.term_sig = signal_number(str(info.terminatedSignal))
-            if obs.term_sig is None:
-                obs.aborted = f"the job died of signal {info.terminatedSignal!r}"
+            obs.aborted = f"the job died of signal {info.terminatedSignal!r}"
         else:
             obs.aborted = "DRMAA reports neither an exit code nor a signal"
         return obs
@@ -465,6 +590,7 @@ class DrmaaScheduler(CommandLineScheduler):
 
     def clean(self) -> None:
         self._close_session()
+        self._unaccounted.clear()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

@@ -23,6 +23,7 @@ from ..batch import CommandLineScheduler, Observation
 from ..config import SchedulerConfig
 from ..errors import BridgeError, CommandError, CommandNotFoundError, CommandTimeoutError, SubmissionError
 from ..job import Job
+from ..runner import CommandRunner
 from ..scheduler import CAPABILITIES, OPTIONAL_CAPABILITIES
 from ..scripts import LAUNCH_ERROR_EXIT, build_script
 from ..usage import format_usage, memory_to_kb, parse_hms
@@ -60,6 +61,17 @@ def complete_lines(text: str) -> list[str]:
     """The lines of a command's output, less a last one cut short (no final newline)."""
     lines = text.split("\n")
     return [line for line in lines[:-1] if line]
+
+
+def run_sacct(runner: CommandRunner, ids: Sequence[str], fields: str) -> str | None:
+    """``sacct -n -P -j IDS -o FIELDS`` output; None when accounting storage is disabled."""
+    try:
+        out: str = runner.run(["sacct", "-n", "-P", "-j", ",".join(ids), "-o", fields]).stdout
+    except CommandError as exc:
+        if "accounting storage is disabled" in (exc.stderr + exc.stdout).lower():
+            return None
+        raise
+    return out
 
 
 def parse_exit_code(text: str) -> tuple[int | None, int | None]:
@@ -261,15 +273,11 @@ class SlurmScheduler(CommandLineScheduler):
         )
 
     def _sacct(self, ids: list[str]) -> dict[str, Observation]:
-        argv = ["sacct", "-n", "-P", "-j", ",".join(ids),
-                "-o", "JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NCPUS,NodeList,Reason,Comment"]
-        try:
-            out = self.runner.run(argv).stdout
-        except CommandError as exc:
-            if "accounting storage is disabled" in (exc.stderr + exc.stdout).lower():
-                self._accounting = False
-                return {}
-            raise
+        out = run_sacct(self.runner, ids,
+                        "JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NCPUS,NodeList,Reason,Comment")
+        if out is None:
+            self._accounting = False
+            return {}
         self._accounting = True
         jobs: dict[str, list[str]] = {}
         steps: dict[str, list[list[str]]] = {}
