@@ -72,7 +72,7 @@ def run_load(scheduler: Scheduler, jobs: int = 2000, threads: int = 8, timeout: 
         t.join()
     seconds = time.monotonic() - t0
     infos = scheduler.get_jobs_exit_info(list(ids.values()))
-    wrong = {jid: tuple(infos[jid])[:3] for i, jid in ids.items()
+    wrong: dict[str, tuple[object, ...]] = {jid: tuple(infos[jid])[:3] for i, jid in ids.items()
              if tuple(infos[jid])[:3] != (C.FINISHED_REGULARLY, i % 5, None)}
     duplicates = len(ids) - len(set(ids.values()))
     if len(ids) != jobs and not errors:
