@@ -80,9 +80,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: ours vs Soma-Workflow 6.x vs the raw command line, as ratios."""
+    """Every benchmark, every available DRMS: benchmarks/results/report.md and polling.png."""
     _install(session, "test,bench")
-    session.run("python", "benchmarks/bench_local.py", *session.posargs)
+    session.run("python", "benchmarks/report.py", *session.posargs)
 
 
 @nox.session
