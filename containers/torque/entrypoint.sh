@@ -7,7 +7,8 @@
 #   mom     trqauthd + pbs_mom, reporting to $TORQUE_SERVER_HOST
 # Other variables:
 #   TORQUE_SERVER_HOST  server hostname (mom role; default "torqueserver")
-#   TORQUE_NODES        MOM hostnames the server creates and waits for (server role; default "c1 c2")
+#   TORQUE_NODES        MOM hostnames: the server creates and waits for them (server role; default
+#                       "c1 c2"); MOMs trust them ($pbsclient) for multi-node jobs
 #   TORQUE_NP           np declared per node (default 16: more jobs than cores run at once)
 #   TORQUE_READY_TIMEOUT  seconds before giving up (default 180)
 #
@@ -17,7 +18,7 @@
 # poll times are short ($check_poll_time enforces walltime and samples resources_used).
 # The server/all roles print exactly one line "SOMA-SCHEDULERS-READY torque" once every node is
 # free; MOM containers print "SOMA-SCHEDULERS-COMPUTE-STARTED torque <host>". SIGTERM/SIGINT stop
-# the daemons cleanly (qterm, momctl -s). Extra arguments are run as a command after start-up.
+# the daemons cleanly (qterm, SIGTERM to pbs_mom). Extra arguments are run as a command after start-up.
 set -u
 
 ROLE=${TORQUE_ROLE:-all}
@@ -56,9 +57,10 @@ shutdown() {
         pkill -x pbs_sched
     fi
     if [ "$ROLE" != server ]; then
-        momctl -s >/dev/null 2>&1
+        # SIGTERM (stop_me) rather than momctl -s, which blocks when the server is already gone.
+        pkill -TERM -x pbs_mom
     fi
-    wait_for 10 bash -c '! pgrep -x "pbs_server|pbs_mom|pbs_sched"' || pkill -9 -x "pbs_server|pbs_mom|pbs_sched"
+    wait_for 5 bash -c '! pgrep -x "pbs_server|pbs_mom|pbs_sched"' || pkill -9 -x "pbs_server|pbs_mom|pbs_sched"
     pkill -x trqauthd
     say "stopped"
     exit 0
@@ -79,6 +81,8 @@ cat > "$TORQUE_HOME/mom_priv/config" <<EOF
 \$check_poll_time 2
 \$usecp *:/ /
 EOF
+# Sister MOMs of a multi-node job must accept each other (the server's list may come too late).
+for n in ${TORQUE_NODES:-}; do echo "\$pbsclient $n" >> "$TORQUE_HOME/mom_priv/config"; done
 
 trqauthd >/var/log/trqauthd.log 2>&1 || fail "trqauthd did not start: $(cat /var/log/trqauthd.log)"
 

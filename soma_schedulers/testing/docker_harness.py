@@ -213,7 +213,8 @@ def _pbs_layout(spec: ClusterSpec) -> list[NodeLayout]:
         return [NodeLayout("all", spec.context, {f"{var}_ROLE": "all"})]
     moms = [f"c{i}" for i in range(1, spec.nodes + 1)]
     server = NodeLayout("server", f"{spec.context}server", {f"{var}_ROLE": "server", f"{var}_NODES": " ".join(moms)})
-    return [server, *(NodeLayout(h, h, {f"{var}_ROLE": "mom", f"{var}_SERVER_HOST": server.hostname}) for h in moms)]
+    env = {f"{var}_SERVER_HOST": server.hostname, f"{var}_NODES": " ".join(moms)}  # MOMs trust each other
+    return [server, *(NodeLayout(h, h, {f"{var}_ROLE": "mom", **env}) for h in moms)]
 
 
 LAYOUTS["pbspro"] = LAYOUTS["torque"] = _pbs_layout
