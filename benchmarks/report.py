@@ -57,7 +57,9 @@ def main() -> int:
         proc = subprocess.run([sys.executable, script, *argv[1:]], capture_output=True, text=True)
         took = time.monotonic() - t0
         if proc.returncode == 0:
-            parts.append(f"\n{proc.stdout.strip()}\n\n_({argv[0]}, {took:.0f} s)_\n")
+            body = proc.stdout.strip()
+            heading = "" if body.startswith("## ") else f"## {title}\n\n"
+            parts.append(f"\n{heading}{body}\n\n_({argv[0]}, {took:.0f} s)_\n")
         else:
             reason = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
             unavailable = "ImageUnavailable" in proc.stderr or "unavailable" in reason.lower()
