@@ -32,12 +32,14 @@ class FakeRunner:
     def __init__(self, answers: dict[str, Answer]) -> None:
         self.answers = answers
         self.calls: list[list[str]] = []
+        self.inputs: list[bytes | None] = []
         self.prefix: list[str] = []
 
     def run(self, argv: list[str], *, input: bytes | None = None, check: bool = True, **_: object) -> CommandResult:
         from soma_schedulers.errors import CommandError
 
         self.calls.append(list(argv))
+        self.inputs.append(input)
         answer = self.answers[argv[0]]
         if callable(answer):
             answer = answer(list(argv))
@@ -365,7 +367,12 @@ def test_parallel_job_info_per_flavour() -> None:
 def test_submission_errors_are_kept() -> None:
     s = scheduler("torque", {"qsub": (1, "", "qsub: submit error (Unknown queue MSG=cannot locate queue)")})
     assert s.job_submission([Job(command=["true"], queue="nope"), Job(command=["true"])]) == [None, None]
-    assert "Unknown queue" in (s.last_submission_errors[0] or "")
+    assert "Unknown queue" in (s.last_submission_errors[0] or "") and "(queue nope)" in (s.last_submission_errors[0] or "")
+    nonutf8 = Job(command=["echo", os.fsdecode(b"caf\xe9")], env={"B": os.fsdecode(b"\xff")})
+    s.runner.answers["qsub"] = "5.h\n"  # type: ignore[attr-defined]
+    assert s.job_submission([nonutf8]) == ["5.h"]
+    script = s.runner.inputs[-1] or b""  # type: ignore[attr-defined]
+    assert b"echo 'caf\xe9'" in script and b"export B='\xff'" in script  # surrogate escapes: the bytes
     s.runner.answers["qsub"] = "garbage output"  # type: ignore[attr-defined]
     assert s.job_submission([Job(command=["true"])]) == [None]
     assert "no job id" in (s.last_submission_errors[0] or "")

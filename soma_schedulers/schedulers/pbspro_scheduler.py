@@ -51,6 +51,7 @@ from ..config import BridgeConfig, SchedulerConfig
 from ..errors import CommandError, DRMError, SubmissionError, UnknownJobError
 from ..job import Job
 from ..runner import CommandRunner
+from ..scheduler import CAPABILITIES, OPTIONAL_CAPABILITIES
 from ..scripts import LAUNCH_ERROR_EXIT, build_script
 from ..usage import format_usage, memory_to_kb, parse_hms
 
@@ -311,6 +312,7 @@ class PBSProScheduler(CommandLineScheduler):
     """Submit and follow jobs with ``qsub``, ``qstat`` and ``qdel`` (PBS Pro/OpenPBS or Torque)."""
 
     scheduler_type = PBSPRO
+    capabilities = CAPABILITIES | OPTIONAL_CAPABILITIES  # qsub refuses unknown queues, bad directives
     probe_command: ClassVar[str] = "qstat"
 
     def __init__(self, config: SchedulerConfig | None = None) -> None:
@@ -416,11 +418,19 @@ class PBSProScheduler(CommandLineScheduler):
 
     def _submit_one(self, job: Job) -> str:
         argv = self.qsub_argv(job)
-        script = self.job_script(job).encode("utf-8")
+        # surrogateescape: a str made from non-UTF-8 bytes (os.fsdecode) gives those bytes back
+        script = self.job_script(job).encode("utf-8", "surrogateescape")
         try:
             result = self.runner.run(argv, input=script, retry=False)
         except CommandError as exc:
-            raise SubmissionError(f"qsub refused the job: {exc.stderr.strip() or exc}") from None
+            # Torque's messages name neither the queue nor the bad directive: say what was asked.
+            asked = [f"queue {job.queue}"] if job.queue else []
+            spec = self.native_specification_for(job)
+            asked += [f"native specification {' '.join(spec)}"] if spec else []
+            detail = " ".join((exc.stderr.strip() or str(exc)).split())
+            raise SubmissionError(
+                f"qsub refused the job: {detail[:1000]}" + (f" ({'; '.join(asked)})" if asked else "")
+            ) from None
         job_id = result.stdout.strip()
         if not re.fullmatch(r"\d+(\[\d*\])?(\.[\w.-]+)?", job_id):
             raise SubmissionError(f"qsub gave no job id: {result.stdout.strip()!r} {result.stderr.strip()!r}")
