@@ -532,6 +532,14 @@ class PBSProScheduler(CommandLineScheduler):
                 if self.logger and not _UNKNOWN_JOB.search(exc.stderr):
                     self.logger.warning("forced qdel of job %s: %s", job_id, exc)
 
+    def clean(self) -> None:
+        super().clean()
+        with self._lock:
+            self._attrs.clear()
+            self._jobs.clear()
+            self._cancelled_at.clear()
+            self._forced.clear()
+
     def __repr__(self) -> str:
         prefix = shlex.join(self.runner.prefix) if self.runner.prefix else "local"
         return f"<{type(self).__name__} {self._flavour or 'flavour not detected yet'} via {prefix}>"
