@@ -77,7 +77,7 @@ from ..job import Job
 from ..scheduler import CAPABILITIES
 from ..scripts import LAUNCH_ERROR_EXIT, build_script
 from ..usage import format_usage, memory_to_kb, parse_hms
-from .slurm_scheduler import complete_lines, run_sacct
+from .slurm_scheduler import run_sacct, split_sacct
 
 __all__ = ["DrmaaScheduler", "job_name", "usage_from_rusage"]
 
@@ -463,19 +463,14 @@ class DrmaaScheduler(CommandLineScheduler):
         self._accounting = out is not None
         if out is None:
             return {}
-        jobs: dict[str, list[str]] = {}
+        records, steps = split_sacct(out, 8)
+        jobs = {base: f for base, f in records.items() if f[1] and f[1].split()[0] not in _SLURM_LIVE}
         rss: dict[str, int] = {}
-        for line in complete_lines(out):
-            f = line.split("|", 7)
-            if len(f) < 8:
-                continue
-            base, _, step = f[0].partition(".")
-            if step:
+        for base, lines in steps.items():
+            for f in lines:
                 kb = memory_to_kb(f[6]) if f[6] else None
                 if kb is not None:
                     rss[base] = max(rss.get(base, 0), kb)
-            elif f[1] and f[1].split()[0] not in _SLURM_LIVE:
-                jobs[base] = f
         for base, kb in rss.items():
             if base in jobs:
                 jobs[base][6] = f"{kb}K"

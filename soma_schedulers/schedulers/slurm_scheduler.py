@@ -74,6 +74,25 @@ def run_sacct(runner: CommandRunner, ids: Sequence[str], fields: str) -> str | N
     return out
 
 
+def split_sacct(out: str, nfields: int) -> tuple[dict[str, list[str]], dict[str, list[list[str]]]]:
+    """``sacct -P`` lines as ``(jobs, steps)``: job id -> fields, job id -> its steps' fields.
+
+    Lines cut short (fewer than ``nfields`` fields, or no final newline) are dropped.
+    """
+    jobs: dict[str, list[str]] = {}
+    steps: dict[str, list[list[str]]] = {}
+    for line in complete_lines(out):
+        f = line.split("|", nfields - 1)
+        if len(f) < nfields:
+            continue
+        base, _, step = f[0].partition(".")
+        if step:
+            steps.setdefault(base, []).append(f)
+        else:
+            jobs[base] = f
+    return jobs, steps
+
+
 def parse_exit_code(text: str) -> tuple[int | None, int | None]:
     """Slurm's ``code:signal`` as ``(exit_code, term_sig)`` (a 0 signal is None)."""
     code, _, sig = text.strip().partition(":")
@@ -279,17 +298,7 @@ class SlurmScheduler(CommandLineScheduler):
             self._accounting = False
             return {}
         self._accounting = True
-        jobs: dict[str, list[str]] = {}
-        steps: dict[str, list[list[str]]] = {}
-        for line in complete_lines(out):
-            f = line.split("|", 10)
-            if len(f) < 11:
-                continue
-            base, _, step = f[0].partition(".")
-            if step:
-                steps.setdefault(base, []).append(f)
-            else:
-                jobs[base] = f
+        jobs, steps = split_sacct(out, 11)
         result: dict[str, Observation] = {}
         for job_id in ids:
             fields = jobs.get(job_id)
