@@ -61,6 +61,10 @@ class BridgeConfig:
     the first value it sees); ``reuse`` keeps one connection open
     (ControlMaster) for all commands. ``shared_dir``: a directory the
     container and the host see at the same path; bridged commands run there.
+    ``login``: run the commands in a login shell on the host (``/bin/sh -l``),
+    so ``/etc/profile`` and ``~/.profile`` set the PATH there, as they do for a
+    user who logs in (OpenPBS puts its commands in ``/opt/pbs/bin`` that way;
+    sshd's own PATH has only the system directories).
     """
 
     mode: str = "auto"
@@ -72,6 +76,7 @@ class BridgeConfig:
     ssh_options: tuple[str, ...] = ()
     shared_dir: str | None = None
     reuse: bool = True
+    login: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("auto", "none", "prefix", "ssh"):
@@ -201,6 +206,8 @@ def config_from_mapping(values: Mapping[str, str], *, source: str = "configurati
             bridge["shared_dir"] = value
         elif key == "bridge_ssh_reuse":
             bridge["reuse"] = _bool(raw_key, value)
+        elif key == "bridge_ssh_login":
+            bridge["login"] = _bool(raw_key, value)
         elif key.startswith("option_"):
             options[raw_key[len("option_"):].lower()] = value
         elif key in _IGNORED_SW_KEYS:

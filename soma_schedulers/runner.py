@@ -20,7 +20,9 @@ bridge:
   connection about 200 ms (``benchmarks/bench_bridge.py``). Commands are
   read by ``/bin/sh`` whatever the user's login shell. With ``reuse=False``
   every command is its own ``ssh HOST 'command'``, read by the login shell
-  (which must then be a POSIX shell).
+  (which must then be a POSIX shell). With ``login`` (the default) the host
+  side is ``/bin/sh -l``: ``/etc/profile`` and ``~/.profile`` set the PATH
+  there as for a user who logs in (sshd's own PATH lacks ``/opt/pbs/bin``).
 
 Standard input goes through both bridges unchanged: the batch backends send
 their job scripts on stdin (``sbatch`` reads it), so nothing is written to
@@ -226,10 +228,11 @@ class _RemoteShell:
     instead of an ssh process and a new session (see benchmarks/bench_bridge.py).
     """
 
-    def __init__(self, client: Sequence[str]) -> None:
+    def __init__(self, client: Sequence[str], login: bool = True) -> None:
         self.token = os.urandom(16).hex()
         # /bin/sh reads the commands, whatever the user's login shell (`exec` is in every shell).
-        self.proc = subprocess.Popen([*client, "exec /bin/sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        shell = "exec /bin/sh -l" if login else "exec /bin/sh"
+        self.proc = subprocess.Popen([*client, shell], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=True)
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             os.set_blocking(pipe.fileno(), False)  # type: ignore[union-attr]
@@ -310,6 +313,7 @@ class _SshBridge:
         self.target = f"{cfg.user + '@' if cfg.user else ''}{host}{':' + str(cfg.port) if cfg.port else ''}"
         self.shared_dir = cfg.shared_dir
         self.reuse = cfg.reuse
+        self.login = cfg.login
         # ssh keeps the first value it sees for an option: the user's options come first.
         opts = ["ssh", *cfg.ssh_options, "-T",
                 "-o", "BatchMode=yes",
@@ -400,7 +404,10 @@ class _SshBridge:
     def run(self, argv: Sequence[str], input: bytes | None, deadline: float) -> tuple[int, bytes, bytes]:
         """Run one command: on a shell of the shared connection, or with its own ssh (no reuse)."""
         if not self.reuse:
-            return _execute([*self.client, self.remote_command(argv)], input, deadline - time.monotonic())
+            command = self.remote_command(argv)
+            if self.login:
+                command = f"exec /bin/sh -lc {shlex.quote(command)}"
+            return _execute([*self.client, command], input, deadline - time.monotonic())
         shell = self._take_shell(argv, deadline)
         try:
             result = shell.run(self.remote_command(argv), input, deadline)
@@ -429,7 +436,7 @@ class _SshBridge:
         started: _RemoteShell | None = None
         try:
             self.ensure_master(argv, deadline)
-            started = _RemoteShell(self.client)
+            started = _RemoteShell(self.client, self.login)
             started.run(":", None, deadline)  # the login shell's greeting, if any, goes here
         except BaseException:
             if started is not None:

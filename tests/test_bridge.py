@@ -253,6 +253,27 @@ def test_reused_shell_protocol(fake_ssh: None) -> None:
     assert not ssh._shells
 
 
+@pytest.mark.parametrize("reuse", [True, False])
+def test_login_shell_gives_the_profile_path(fake_ssh: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            reuse: bool) -> None:
+    """Commands only a login's PATH has (OpenPBS's /opt/pbs/bin) are found; without login they are not."""
+    tools = tmp_path / "opt-bin"
+    tools.mkdir()
+    (tools / "soma-profile-only").write_text("#!/bin/sh\necho found \"$@\"\n")
+    (tools / "soma-profile-only").chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".profile").write_text(f'PATH="{tools}:$PATH"\n')
+    monkeypatch.setenv("HOME", str(home))
+    login = CommandRunner(BridgeConfig(mode="ssh", host="h", reuse=reuse), timeout=5, retries=0)
+    assert login.run(["soma-profile-only", "a b", "$x"]).stdout == "found a b $x\n"
+    login.close()
+    plain = CommandRunner(BridgeConfig(mode="ssh", host="h", reuse=reuse, login=False), timeout=5, retries=0)
+    with pytest.raises(CommandNotFoundError):
+        plain.run(["soma-profile-only"])
+    plain.close()
+
+
 def test_reused_shell_timeout_and_death(fake_ssh: None) -> None:
     runner = CommandRunner(BridgeConfig(mode="ssh", host="h"), timeout=5, retries=0)
     t0 = time.monotonic()
@@ -340,8 +361,9 @@ def test_bridge_keys() -> None:
     cfg = config_from_mapping({
         "OUT_OF_CONTAINER": "ssh", "BRIDGE_SSH_HOST": "login1", "BRIDGE_SSH_USER": "bob", "BRIDGE_SSH_PORT": "2222",
         "BRIDGE_SSH_IDENTITY": "/k", "BRIDGE_SSH_OPTIONS": "-o 'ProxyJump=gw 1'", "BRIDGE_SSH_REUSE": "no",
-        "BRIDGE_SHARED_DIR": "/shared",
+        "BRIDGE_SHARED_DIR": "/shared", "BRIDGE_SSH_LOGIN": "no",
     }).bridge
+    assert cfg.login is False
     assert (cfg.mode, cfg.host, cfg.user, cfg.port, cfg.identity_file, cfg.reuse, cfg.shared_dir) == (
         "ssh", "login1", "bob", 2222, "/k", False, "/shared")
     assert cfg.ssh_options == ("-o", "ProxyJump=gw 1")
