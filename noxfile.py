@@ -16,18 +16,20 @@ nox.options.reuse_existing_virtualenvs = True
 
 #: Targets of the conformance matrix: "local" is the local backend, the others DRMS images.
 DRMS = ["local", "slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi", "sge-drmaa", "sge-drmaa-cluster", "slurm-bridge",
-        "slurm-drmaa", "slurm-drmaa-24.11", "openpbs", "openpbs-cluster", "torque", "torque-cluster"]
+        "slurm-drmaa", "slurm-drmaa-24.11", "openpbs", "openpbs-cluster", "torque", "torque-cluster",
+        "openpbs-bridge", "torque-bridge"]
 #: The DRMS that build from Debian packages alone, so CI runs them on a fresh machine.
 CI_DRMS = ["slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi", "sge-drmaa", "sge-drmaa-cluster", "slurm-bridge"]
 #: DRMS whose scheduler runs inside the cluster (the suite runs there, see testing/incontainer.py).
 IN_CONTAINER = {"mpi", "sge-drmaa", "sge-drmaa-cluster", "slurm-drmaa", "slurm-drmaa-24.11"}
 #: DRMS images built from an upstream source (containers/<name>/src/, or a download with
 #: SOMA_SCHEDULERS_ALLOW_DOWNLOAD=1): without it the target prints SKIPPED and succeeds.
-UPSTREAM_DRMS = ["slurm-drmaa", "slurm-drmaa-24.11", "openpbs", "openpbs-cluster", "torque", "torque-cluster"]
+UPSTREAM_DRMS = ["slurm-drmaa", "slurm-drmaa-24.11", "openpbs", "openpbs-cluster", "torque", "torque-cluster",
+                 "openpbs-bridge", "torque-bridge"]
 #: Out of container: the suite runs in an engine container that has no DRMS command and reaches the
 #: DRMS host over ssh, with auto-detection and with explicit configuration, then the bridge's failure
 #: cases (see soma_schedulers/testing/bridge.py).
-BRIDGED = {"slurm-bridge"}
+BRIDGED = {"slurm-bridge", "openpbs-bridge", "torque-bridge"}
 #: Targets named after the backend too: their cluster (image) name.
 CLUSTER_OF = {"sge-drmaa": "sge", "sge-drmaa-cluster": "sge-cluster"}
 
@@ -95,7 +97,7 @@ def ci(session: nox.Session) -> None:
     session.run("pytest", "tests", "--ignore=tests/containers", "-rs", "-p", "no:cacheprovider")
     for drms in sorted(IN_CONTAINER & {*CI_DRMS, *UPSTREAM_DRMS}):
         session.run("python", "-m", "soma_schedulers.testing.incontainer", drms, "-rs")
-    for drms in sorted(BRIDGED & set(CI_DRMS)):
+    for drms in sorted(BRIDGED & {*CI_DRMS, *UPSTREAM_DRMS}):
         session.run("python", "-m", "soma_schedulers.testing.bridge", drms, "-rs")
     drms_args = [a for d in [*CI_DRMS, *UPSTREAM_DRMS] if d not in IN_CONTAINER | BRIDGED for a in _target_args(d)]
     session.run("pytest", "tests/test_conformance.py", "tests/containers", *drms_args, "-rs",

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Start sshd (fresh host keys for this container), then the Slurm entrypoint.
+# Start sshd (fresh host keys for this container), then the DRMS image's own entrypoint.
 set -e
 ssh-keygen -A >/dev/null
 mkdir -p /run/sshd

@@ -1,7 +1,8 @@
 """Out of container, end to end: an engine container drives the host's DRMS over ssh.
 
-The "host" is a DRMS test cluster whose image adds sshd (``slurm-ssh``:
-``containers/slurm-ssh``); the "engine" (``containers/engine``) is bookworm
+The "host" is a DRMS test cluster whose image adds sshd (``slurm-ssh``,
+``openpbs-ssh``, ``torque-ssh``: ``containers/ssh-host`` on the DRMS image);
+the "engine" (``containers/engine``) is bookworm
 with Python, Debian's pytest and hypothesis and an ssh client, and no DRMS
 client command at all. This package is bind-mounted read-only at ``/src``
 (``PYTHONPATH=/src``), the cluster's shared directory at the same path in
@@ -23,9 +24,10 @@ Two engines, both user ``alice`` (uid 1000, as on the host):
     ``_IDENTITY`` (a key outside ssh's default names) and ``_OPTIONS``
     (``UserKnownHostsFile``, ``StrictHostKeyChecking=yes``).
 
-Command line (exit code: the first failing step's, 2 when the lab cannot start)::
+Command line (exit code: the first failing step's, 2 when the lab cannot start;
+0 with one ``SKIPPED:`` line when the host image's upstream source is not here)::
 
-    python -m soma_schedulers.testing.bridge slurm [--mode auto|explicit|failures|all] [PYTEST ARGS...]
+    python -m soma_schedulers.testing.bridge slurm|openpbs|torque [--mode auto|explicit|failures|all] [PYTEST ARGS...]
 
 ``failures`` runs ``tests/containers/bridge_failures_inside.py`` in the
 explicit engine: unreachable host, refused authentication, unknown host
@@ -54,8 +56,8 @@ __all__ = ["ENGINE_IMAGE", "HOSTS", "BridgeLab", "main", "start_lab"]
 
 ENGINE_IMAGE = "soma-schedulers/engine:bookworm"
 ENGINE_BASE = "debian:bookworm-slim"
-#: scheduler type -> the cluster (an image with sshd) playing the host.
-HOSTS = {"slurm": "slurm-ssh"}
+#: DRMS -> the cluster (its image plus sshd) playing the host.
+HOSTS = {"slurm": "slurm-ssh", "openpbs": "openpbs-ssh", "torque": "torque-ssh"}
 #: Network alias of the host on the explicit engine's network.
 HOST_ALIAS = "drms-host"
 MODES = ("auto", "explicit", "failures")
@@ -206,12 +208,17 @@ def _write_explicit_ini(lab: BridgeLab, scheduler_type: str) -> None:
     lab.explicit_ini = str(path)
 
 
-def start_lab(scheduler_type: str = "slurm", log: Callable[[str], None] = print) -> BridgeLab:
-    """Start the host cluster with sshd and both engines, keys in place. Stop it with ``stop()``."""
-    if scheduler_type not in HOSTS:
-        raise dh.HarnessError(f"no ssh host image for {scheduler_type!r}; known: {', '.join(HOSTS)}")
+def start_lab(drms: str = "slurm", log: Callable[[str], None] = print) -> BridgeLab:
+    """Start the host cluster with sshd and both engines, keys in place. Stop it with ``stop()``.
+
+    ``drms``: a key of :data:`HOSTS`. Raises :class:`~.docker_harness.SourceUnavailable` when the
+    host's image needs an upstream source that is not here (OpenPBS, Torque).
+    """
+    if drms not in HOSTS:
+        raise dh.HarnessError(f"no ssh host image for {drms!r}; known: {', '.join(HOSTS)}")
+    dh.build_cluster_images(dh.CLUSTERS[HOSTS[drms]], log)  # a missing source stops here, before the engine
     ensure_engine_image(log)
-    cluster = dh.start_cluster(HOSTS[scheduler_type], log=log, mount_source=True)  # /src: direct runs too
+    cluster = dh.start_cluster(HOSTS[drms], log=log, mount_source=True)  # /src: direct runs too
     lab = BridgeLab(cluster, log)
     try:
         t0 = time.monotonic()
@@ -231,7 +238,7 @@ def start_lab(scheduler_type: str = "slurm", log: Callable[[str], None] = print)
         if rc != 0:
             raise dh.HarnessError(f"no sshd host key on {cluster.name}: {host_key}")
         _setup_ssh(lab, host_key)
-        _write_explicit_ini(lab, scheduler_type)
+        _write_explicit_ini(lab, lab.scheduler_type)
         log(f"bridge lab ready in {time.monotonic() - t0:.1f} s: host {cluster.name} (sshd), engines "
             f"{', '.join(c.name for c in lab.engines.values())}")
     except BaseException:
@@ -245,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if args else 2
-    scheduler_type, rest = args[0].removesuffix("-bridge"), args[1:]
+    drms, rest = args[0].removesuffix("-bridge"), args[1:]
     modes = list(MODES)
     if rest[:1] == ["--mode"] and len(rest) > 1:
         modes = list(MODES) if rest[1] == "all" else [rest[1]]
@@ -258,7 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[bridge] {line}", flush=True)
 
     try:
-        lab = start_lab(scheduler_type, log)
+        lab = start_lab(drms, log)
+    except dh.SourceUnavailable as exc:
+        print(f"SKIPPED: {drms} through the bridge: {str(exc).splitlines()[0]}", flush=True)
+        return 0
     except dh.HarnessError as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2

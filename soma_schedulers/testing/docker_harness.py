@@ -151,7 +151,7 @@ CLUSTERS: dict[str, ClusterSpec] = {
                     ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS,
                     environment={"SLURM_ACCOUNTING": "0"}),
         # the Slurm image plus sshd: the "host" of the out-of-container tests (testing/bridge.py)
-        ClusterSpec("slurm-ssh", "slurm", "slurm-ssh", "soma-schedulers/slurm:22.05", "soma-schedulers/slurm-ssh:22.05",
+        ClusterSpec("slurm-ssh", "slurm", "ssh-host", "soma-schedulers/slurm:22.05", "soma-schedulers/slurm-ssh:22.05",
                     1, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=(*_SLURM_LOGS, "/var/log/sshd.log")),
         ClusterSpec("slurm-24.11-cluster", "slurm", "slurm", "debian:trixie-slim", "soma-schedulers/slurm:24.11",
                     2, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS),
@@ -172,6 +172,12 @@ CLUSTERS: dict[str, ClusterSpec] = {
           for ctx, stype, tag, logs in (("openpbs", "pbspro", "soma-schedulers/openpbs:23.06", _PBS_LOGS),
                                         ("torque", "torque", "soma-schedulers/torque:6.1", _TORQUE_LOGS))
           for name, nodes in ((ctx, 1), (f"{ctx}-cluster", 2))),
+        # the same plus sshd (containers/ssh-host), out-of-container hosts; their sources as above
+        *(ClusterSpec(f"{ctx}-ssh", stype, "ssh-host", f"soma-schedulers/{ctx}:{ver}",
+                      f"soma-schedulers/{ctx}-ssh:{ver}", 1, ready_line=f"SOMA-SCHEDULERS-READY {ctx}",
+                      log_paths=(*logs, "/var/log/sshd.log"))
+          for ctx, stype, ver, logs in (("openpbs", "pbspro", "23.06", _PBS_LOGS),
+                                        ("torque", "torque", "6.1", _TORQUE_LOGS))),
     )
 }
 
@@ -208,11 +214,11 @@ LAYOUTS["drmaa"] = lambda spec: (_slurm_layout if spec.context.startswith("slurm
 
 def _pbs_layout(spec: ClusterSpec) -> list[NodeLayout]:
     """OpenPBS / Torque: all daemons in one container, or a server and ``nodes`` MOM containers."""
-    var = "PBS" if spec.context == "openpbs" else "TORQUE"
+    var, host = ("PBS", "openpbs") if spec.scheduler_type == "pbspro" else ("TORQUE", "torque")
     if spec.nodes <= 1:
-        return [NodeLayout("all", spec.context, {f"{var}_ROLE": "all"})]
+        return [NodeLayout("all", host, {f"{var}_ROLE": "all"})]
     moms = [f"c{i}" for i in range(1, spec.nodes + 1)]
-    server = NodeLayout("server", f"{spec.context}server", {f"{var}_ROLE": "server", f"{var}_NODES": " ".join(moms)})
+    server = NodeLayout("server", f"{host}server", {f"{var}_ROLE": "server", f"{var}_NODES": " ".join(moms)})
     env = {f"{var}_SERVER_HOST": server.hostname, f"{var}_NODES": " ".join(moms)}  # MOMs trust each other
     return [server, *(NodeLayout(h, h, {f"{var}_ROLE": "mom", **env}) for h in moms)]
 
