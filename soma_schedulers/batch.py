@@ -14,13 +14,21 @@ from __future__ import annotations
 import abc
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from . import constants as C
 from .config import SchedulerConfig
-from .errors import CommandError, JobSpecError, UnknownJobError
+from .errors import (
+    BridgeError,
+    CommandError,
+    CommandNotFoundError,
+    CommandTimeoutError,
+    JobSpecError,
+    SubmissionError,
+    UnknownJobError,
+)
 from .job import Job
 from .runner import CommandRunner
 from .scheduler import ExitInfo, Scheduler
@@ -108,7 +116,60 @@ class CommandLineScheduler(Scheduler):
     def _cancel(self, job_id: str) -> None:
         """Ask the DRMS to delete the job (queued or running)."""
 
+    def _job_with_token(self, token: str) -> str | None:
+        """The id of the job carrying ``token``, None when no job does (one DRMS listing).
+
+        Raise :class:`CommandError` or :class:`ValueError` (output incomplete) to be asked
+        again. A backend whose submissions carry no token keeps this default.
+        """
+        return None
+
     # -- helpers for backends ---------------------------------------------------------------
+    def submit_with_token(self, argv: Sequence[str], script: bytes, token: str,
+                          job_id_of: Callable[[str], str | None],
+                          refused: Callable[[CommandError], SubmissionError]) -> str:
+        """Run the submission command ``argv`` (``script`` on stdin), whose job carries ``token``.
+
+        Never retried blindly: when the answer is lost (timeout, dropped bridge) or is no
+        complete line with an id (``job_id_of`` gives None), the job is looked for by its
+        token (:meth:`_job_with_token`), so a job that was made is never left untracked.
+        ``refused`` turns the command's own error (the DRMS said no) into the error raised.
+        """
+        try:
+            result = self.runner.run(argv, input=script, retry=False)
+        except CommandNotFoundError as exc:
+            raise SubmissionError(f"cannot submit: {exc}") from None
+        except (BridgeError, CommandTimeoutError) as exc:
+            found = self.find_submitted(token)
+            if found is None:
+                raise SubmissionError(f"cannot submit: {exc} (and no job carries its token)") from None
+            if self.logger:
+                self.logger.warning("%s's answer was lost (%s); found job %s by its token", argv[0], exc, found)
+            return found
+        except CommandError as exc:
+            raise refused(exc) from None
+        job_id = job_id_of(result.stdout) if result.stdout.endswith("\n") else None
+        if job_id is None:
+            job_id = self.find_submitted(token)  # an answer cut short is no answer
+            if job_id is None:
+                raise SubmissionError(f"{argv[0]} gave no job id: {result.stdout.strip()!r} "
+                                      f"{result.stderr.strip()!r}")
+        return job_id
+
+    def find_submitted(self, token: str, attempts: int = 5) -> str | None:
+        """The id of the job carrying ``token``, asked up to ``attempts`` times with backoff
+        while the DRMS fails or its listing is incomplete (a job that exists but is not found
+        would run untracked)."""
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(self.runner.backoff * attempt)
+            try:
+                return self._job_with_token(token)
+            except (CommandError, ValueError) as exc:
+                if self.logger:
+                    self.logger.warning("looking for a lost submission: %s", exc)
+        return None
+
     def native_specification_for(self, job: Job) -> list[str]:
         """The job's native specification, else the configured one (as a list)."""
         spec = job.native_spec_list

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import pytest
 
 from soma_schedulers import Job, SchedulerConfig
 from soma_schedulers import constants as C
-from soma_schedulers.errors import DRMError, UnknownJobError
+from soma_schedulers.errors import CommandTimeoutError, DRMError, UnknownJobError
 from soma_schedulers.runner import CommandResult, in_container
 from soma_schedulers.scheduler import get_scheduler_implementation
 from soma_schedulers.schedulers import pbspro_scheduler as pbs
@@ -34,6 +35,7 @@ class FakeRunner:
         self.calls: list[list[str]] = []
         self.inputs: list[bytes | None] = []
         self.prefix: list[str] = []
+        self.backoff = 0.0
 
     def run(self, argv: list[str], *, input: bytes | None = None, check: bool = True, **_: object) -> CommandResult:
         from soma_schedulers.errors import CommandError
@@ -346,7 +348,8 @@ def test_qsub_argv_and_script() -> None:
     assert "qalter -p" in script and "$PBS_JOBID" in script
     assert s.job_submission([job]) == ["12.server"]
     [qsub] = [c for c in s.runner.calls if c[0] == "qsub"]  # type: ignore[attr-defined]
-    assert qsub == argv  # the script went on stdin, no file
+    assert qsub[:-2] == argv and qsub[-2] == "-v"  # the script went on stdin, no file
+    assert re.fullmatch(r"SOMA_SCHEDULERS_TOKEN=[0-9a-f]{32}", qsub[-1])
     spec_as_str = scheduler("torque", {})
     spec_as_str.config = SchedulerConfig(native_specification="-l nodes=1:ppn=2")
     assert spec_as_str.job_script(Job(command=["true"])).splitlines()[1] == "#PBS -l nodes=1:ppn=2"
@@ -364,6 +367,73 @@ def test_parallel_job_info_per_flavour() -> None:
     assert scheduler("torque", {}).qsub_argv(Job(command=["x"], parallel_job_info=info))[-2:] == ["-l", "nodes=2:ppn=3"]
 
 
+def _listing(cluster: str, token: str) -> str:
+    if cluster == "openpbs":
+        other = {"Variable_List": {"SOMA_SCHEDULERS_TOKEN": "0" * 32}}
+        mine = {"Variable_List": {"PBS_O_HOME": "/home/alice", "SOMA_SCHEDULERS_TOKEN": token}}
+        return json.dumps({"Jobs": {"41.openpbs": other, "42.openpbs": mine}})
+    return (f"Job Id: 41.torque\n    Variable_List = PBS_O_HOME=/home/alice,SOMA_SCHEDULERS_TOKEN={'0' * 32}\n\n"
+            f"Job Id: 42.torque\n    Variable_List = PBS_O_HOME=/home/alice,\n\tSOMA_SCHEDULERS_TOKEN={token}\n\n")
+
+
+@CLUSTERS
+def test_lost_qsub_answer_is_found_by_its_token(cluster: str) -> None:
+    tokens: list[str] = []
+
+    def qsub(argv: list[str]) -> Answer:  # qsub made the job, then its answer was lost
+        tokens.append(argv[-1].split("=", 1)[1])
+        raise CommandTimeoutError(argv, 5.0)
+
+    s = scheduler(cluster, {"qsub": qsub, "qstat": lambda argv: _listing(cluster, tokens[-1])})
+    assert s.job_submission([Job(command=["true"])]) == [f"42.{cluster}"]
+    assert s.get_job_status(f"42.{cluster}") is not None
+    # Nothing carries the token: refused, with the reason.
+    s = scheduler(cluster, {"qsub": qsub, "qstat": ""})
+    assert s.job_submission([Job(command=["true"])]) == [None]
+    assert "no job carries its token" in (s.last_submission_errors[0] or "")
+
+
+@CLUSTERS
+def test_qsub_answer_cut_short_is_no_answer(cluster: str) -> None:
+    tokens: list[str] = []
+
+    def qsub(argv: list[str]) -> Answer:
+        tokens.append(argv[-1].split("=", 1)[1])
+        return "4"  # "42.server\n" cut: never taken as job 4
+
+    s = scheduler(cluster, {"qsub": qsub, "qstat": lambda argv: _listing(cluster, tokens[-1])})
+    assert s.job_submission([Job(command=["true"])]) == [f"42.{cluster}"]
+    # A listing cut short is asked again; a JSON one cut short does not parse.
+    calls = []
+
+    def cut_then_whole(argv: list[str]) -> Answer:
+        calls.append(argv)
+        whole = _listing(cluster, tokens[-1])
+        return whole[:-5] if len(calls) == 1 else whole
+
+    s = scheduler(cluster, {"qsub": qsub, "qstat": cut_then_whole})
+    assert s.job_submission([Job(command=["true"])]) == [f"42.{cluster}"] and len(calls) == 2
+
+
+def test_native_variables_merge_with_the_token() -> None:
+    s = scheduler("openpbs", {"qsub": "7.openpbs\n"})
+    job = Job(command=["true"], native_specification=["-l walltime=1:00", "-v A=1,B=two words", "-vC=3"])
+    assert s.job_submission([job]) == ["7.openpbs"]
+    qsub = s.runner.calls[-1]  # type: ignore[attr-defined]
+    assert qsub[-1].startswith("A=1,B=two words,C=3,SOMA_SCHEDULERS_TOKEN=")
+    script = s.job_script(job)
+    assert "#PBS -l walltime=1:00" in script and "#PBS -v" not in script
+
+
+def test_text_listing_cut_inside_a_job_drops_that_job() -> None:
+    text = fixture("torque", "poll")
+    whole = pbs.complete_records(text, pbs.parse_qstat_text(text))
+    assert len(whole) >= 2
+    cut = text[: text.rindex("Exit_status") if "Exit_status" in text else len(text) - 3]
+    parsed = pbs.complete_records(cut, pbs.parse_qstat_text(cut))
+    assert list(parsed) == list(whole)[:-1]  # the last job waits for the next poll
+
+
 def test_submission_errors_are_kept() -> None:
     s = scheduler("torque", {"qsub": (1, "", "qsub: submit error (Unknown queue MSG=cannot locate queue)")})
     assert s.job_submission([Job(command=["true"], queue="nope"), Job(command=["true"])]) == [None, None]
@@ -373,7 +443,8 @@ def test_submission_errors_are_kept() -> None:
     assert s.job_submission([nonutf8]) == ["5.h"]
     script = s.runner.inputs[-1] or b""  # type: ignore[attr-defined]
     assert b"echo 'caf\xe9'" in script and b"export B='\xff'" in script  # surrogate escapes: the bytes
-    s.runner.answers["qsub"] = "garbage output"  # type: ignore[attr-defined]
+    s.runner.answers["qsub"] = "garbage output\n"  # type: ignore[attr-defined]
+    s.runner.answers["qstat"] = ""  # type: ignore[attr-defined]  # and no job carries the token
     assert s.job_submission([Job(command=["true"])]) == [None]
     assert "no job id" in (s.last_submission_errors[0] or "")
 

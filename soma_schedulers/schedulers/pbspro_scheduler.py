@@ -6,7 +6,11 @@ apart from ``qstat --version`` (``pbs_version = 23.06.06`` or ``Version: 6.1-dev
 Submission: ``qsub`` with the job script on stdin (nothing is written to disk). The script
 starts with the native specification as ``#PBS`` lines; the job's own fields (name, queue,
 parallel resources, hold) are ``qsub`` options and win over them. PBS's own output spool goes
-to ``/dev/null``: the script opens the job's files itself.
+to ``/dev/null``: the script opens the job's files itself. Every submission carries a token
+(``-v SOMA_SCHEDULERS_TOKEN=<uuid>``, merged with a ``-v`` of the native specification: on the
+command line it would replace theirs): when ``qsub``'s answer is lost (timeout, dropped
+connection, output cut short) the job is looked for by its token in ``Variable_List``, so a
+submission is never retried blindly and a job that was made is never left untracked.
 
 Polling: ONE ``qstat`` per poll for every unfinished job. OpenPBS: ``qstat -x -f -F json -E
 ids...`` (``-x``: finished jobs from the job history, ``-E``: one request for all ids); Torque:
@@ -42,6 +46,7 @@ import re
 import shlex
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -113,6 +118,11 @@ _EXEC_CODES: dict[str, dict[int, str]] = {
         -14: "prologue failed",
     },
 }
+
+#: The environment variable whose value finds a job again when ``qsub``'s answer is lost.
+TOKEN_VAR = "SOMA_SCHEDULERS_TOKEN"
+_JOB_ID = re.compile(r"\d+(\[\d*\])?(\.[\w.-]+)?")
+_VARIABLES_ITEM = re.compile(r"-v\s*(\S.*)", re.S)
 
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.+-]")
 _UNKNOWN_JOB = re.compile(r"Unknown Job Id|nonexistent job id|Job has finished|invalid state for job", re.I)
@@ -192,6 +202,27 @@ def parse_qstat_text(text: str) -> dict[str, dict[str, Any]]:
             raw.append((key, ""))
     flush()
     return jobs
+
+
+def complete_records(text: str, jobs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``jobs`` parsed from ``qstat -f`` text, without the last one unless the text is complete.
+
+    ``qstat -f`` ends every job with an empty line: output cut short (a dropped connection)
+    may end inside the last job, whose attributes would then be missing (an ended job without
+    its exit status). A job left out is asked about again at the next poll.
+    """
+    if jobs and not text.endswith("\n\n"):
+        jobs = dict(jobs)
+        jobs.pop(next(reversed(jobs)))
+    return jobs
+
+
+def carries_token(attrs: Mapping[str, Any], token: str) -> bool:
+    """Whether a job's ``Variable_List`` (OpenPBS: a JSON object; text: ``A=1,B=2``) has ``token``."""
+    variables = attrs.get("Variable_List")
+    if isinstance(variables, dict):
+        return variables.get(TOKEN_VAR) == token
+    return isinstance(variables, str) and f"{TOKEN_VAR}={token}" in variables.split(",")
 
 
 def _int(value: Any) -> int | None:
@@ -411,32 +442,62 @@ class PBSProScheduler(CommandLineScheduler):
                 argv += ["-l", f"select={nodes}:ncpus={cpus}:mpiprocs={cpus}", "-l", "place=scatter"]
         return argv
 
+    def _split_variables(self, job: Job) -> tuple[list[str], list[str]]:
+        """The native specification without its ``-v`` items, and the variables of those."""
+        items, variables = [], []
+        for item in self.native_specification_for(job):
+            m = _VARIABLES_ITEM.fullmatch(item.strip())
+            if m:
+                variables.append(m.group(1).strip())
+            else:
+                items.append(item)
+        return items, variables
+
     def job_script(self, job: Job) -> str:
-        """The job script: the native specification as ``#PBS`` lines first."""
-        directives = [f"#PBS {item}" for item in self.native_specification_for(job)]
+        """The job script: the native specification as ``#PBS`` lines first (``-v`` goes to qsub's
+        command line, with the token)."""
+        directives = [f"#PBS {item}" for item in self._split_variables(job)[0]]
         return build_script(job, directives, report=launch_report())
 
     def _submit_one(self, job: Job) -> str:
-        argv = self.qsub_argv(job)
+        token = uuid.uuid4().hex
+        variables = [*self._split_variables(job)[1], f"{TOKEN_VAR}={token}"]
+        argv = [*self.qsub_argv(job), "-v", ",".join(variables)]
         # surrogateescape: a str made from non-UTF-8 bytes (os.fsdecode) gives those bytes back
         script = self.job_script(job).encode("utf-8", "surrogateescape")
-        try:
-            result = self.runner.run(argv, input=script, retry=False)
-        except CommandError as exc:
+
+        def job_id_of(out: str) -> str | None:
+            return out.strip() if _JOB_ID.fullmatch(out.strip()) else None
+
+        def refused(exc: CommandError) -> SubmissionError:
             # Torque's messages name neither the queue nor the bad directive: say what was asked.
             asked = [f"queue {job.queue}"] if job.queue else []
             spec = self.native_specification_for(job)
             asked += [f"native specification {' '.join(spec)}"] if spec else []
             detail = " ".join((exc.stderr.strip() or str(exc)).split())
-            raise SubmissionError(
+            return SubmissionError(
                 f"qsub refused the job: {detail[:1000]}" + (f" ({'; '.join(asked)})" if asked else "")
-            ) from None
-        job_id = result.stdout.strip()
-        if not re.fullmatch(r"\d+(\[\d*\])?(\.[\w.-]+)?", job_id):
-            raise SubmissionError(f"qsub gave no job id: {result.stdout.strip()!r} {result.stderr.strip()!r}")
+            )
+
+        job_id = self.submit_with_token(argv, script, token, job_id_of, refused)
         with self._lock:
             self._jobs[job_id] = job
         return job_id
+
+    def _job_with_token(self, token: str) -> str | None:
+        """The id of the job whose ``Variable_List`` carries ``token``: every job is listed
+        (OpenPBS: with its history)."""
+        argv = ["qstat", "-f"] if self.flavour == TORQUE else ["qstat", "-x", "-f", "-F", "json"]
+        result = self.runner.run(argv, check=False)
+        if result.returncode != 0 and result.stderr.strip():
+            raise CommandError(result.argv, result.returncode, result.stderr, result.stdout)
+        if self.flavour == TORQUE:
+            if result.stdout and not result.stdout.endswith("\n\n"):
+                raise ValueError("qstat's listing was cut short")  # the job may be in the missing part
+            jobs = parse_qstat_text(result.stdout)
+        else:
+            jobs = parse_qstat_json(result.stdout)  # cut short: not JSON, a ValueError
+        return next((job_id for job_id, attrs in jobs.items() if carries_token(attrs, token)), None)
 
     # -- polling -------------------------------------------------------------------------------------
     def qstat_argv(self, ids: Sequence[str]) -> list[str]:
@@ -457,14 +518,14 @@ class PBSProScheduler(CommandLineScheduler):
             if others or not result.stderr.strip():
                 raise CommandError(result.argv, result.returncode, result.stderr, result.stdout)
         if self.flavour == TORQUE:
-            return parse_qstat_text(result.stdout)
+            return complete_records(result.stdout, parse_qstat_text(result.stdout))
         try:
             return parse_qstat_json(result.stdout)
         except ValueError as exc:
             if self.logger:
                 self.logger.warning("qstat JSON unreadable (%s): asking for the text form", exc)
             text = self.runner.run([a for a in result.argv if a not in ("-F", "json")], check=False)
-            return parse_qstat_text(text.stdout)
+            return complete_records(text.stdout, parse_qstat_text(text.stdout))
 
     def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
         jobs = self._qstat(ids)

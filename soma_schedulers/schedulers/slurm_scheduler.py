@@ -21,7 +21,7 @@ from typing import ClassVar
 from .. import constants as C
 from ..batch import CommandLineScheduler, Observation
 from ..config import SchedulerConfig
-from ..errors import BridgeError, CommandError, CommandNotFoundError, CommandTimeoutError, SubmissionError
+from ..errors import CommandError, SubmissionError
 from ..job import Job
 from ..runner import CommandRunner
 from ..scheduler import CAPABILITIES, OPTIONAL_CAPABILITIES
@@ -161,52 +161,22 @@ class SlurmScheduler(CommandLineScheduler):
         # A token in the job's Comment finds the job again when sbatch's answer is lost
         # (timeout, dropped connection, cut output): a submission is never retried blindly.
         token = f"{TOKEN_MARK}{uuid.uuid4().hex}"
-        argv = [*self.sbatch_argv(job), f"--comment={token}"]
-        try:
-            result = self.runner.run(argv, input=script, retry=False)
-        except CommandNotFoundError as exc:
-            raise SubmissionError(f"cannot submit: {exc}") from None
-        except (BridgeError, CommandTimeoutError) as exc:
-            job_id = self._find_submitted(token)
-            if job_id is None:
-                raise SubmissionError(f"cannot submit: {exc} (and no job carries its token)") from None
-            if self.logger:
-                self.logger.warning("sbatch's answer was lost (%s); found job %s by its token", exc, job_id)
-            return job_id
-        except CommandError as exc:
-            raise SubmissionError(f"sbatch refused the job: {exc.stderr.strip() or exc}") from None
-        out = result.stdout
-        job_id = out.strip().split(";")[0]
-        if out.endswith("\n") and _JOB_ID.fullmatch(job_id):
-            return job_id
-        found = self._find_submitted(token)  # an answer cut short is no answer
-        if found is None:
-            raise SubmissionError(f"sbatch gave no job id: {out.strip()!r} {result.stderr.strip()!r}")
-        return found
 
-    def _find_submitted(self, token: str, attempts: int = 5) -> str | None:
-        """The id of this user's job whose Comment is ``token``, if sbatch created it.
+        def job_id_of(out: str) -> str | None:
+            job_id = out.strip().split(";")[0]
+            return job_id if _JOB_ID.fullmatch(job_id) else None
 
-        Asked up to ``attempts`` times (the DRMS may be failing right now): a job
-        that exists but is not found would run untracked.
-        """
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(self.runner.backoff * attempt)
-            try:
-                out = self.runner.run(["squeue", "-h", "--me", "-t", "all", "-o", "%i|%k"]).stdout
-            except CommandError as exc:
-                if self.logger:
-                    self.logger.warning("looking for a lost submission: %s", exc)
-                continue
-            if out and not out.endswith("\n"):
-                continue  # cut short: the job may be in the missing part
-            for line in complete_lines(out):
-                job_id, _, comment = line.partition("|")
-                if comment == token and _JOB_ID.fullmatch(job_id):
-                    return job_id
-            return None
-        return None
+        def refused(exc: CommandError) -> SubmissionError:
+            return SubmissionError(f"sbatch refused the job: {exc.stderr.strip() or exc}")
+
+        return self.submit_with_token([*self.sbatch_argv(job), f"--comment={token}"], script, token,
+                                      job_id_of, refused)
+
+    def _job_with_token(self, token: str) -> str | None:
+        """The id of this user's job whose Comment is ``token`` (one ``squeue``)."""
+        out = self.runner.run(["squeue", "-h", "--me", "-t", "all", "-o", "%i|%k"]).stdout
+        if out and not out.endswith("\n"):
+            raise ValueError("squeue's listing was cut short")  # the job may be in the missing part
         for line in complete_lines(out):
             job_id, _, comment = line.partition("|")
             if comment == token and _JOB_ID.fullmatch(job_id):
