@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
+import time
 import types
 from collections import namedtuple
 from collections.abc import Iterator
@@ -21,10 +23,12 @@ from typing import Any
 import pytest
 
 from soma_schedulers import constants as C
-from soma_schedulers.errors import ConfigurationError, SchedulerUnavailableError
+from soma_schedulers.errors import CommandError, ConfigurationError, SchedulerUnavailableError
 from soma_schedulers.job import Job
+from soma_schedulers.runner import CommandResult
 from soma_schedulers.scheduler import build_scheduler, get_scheduler_implementation
 from soma_schedulers.schedulers import drmaa_scheduler as dm
+from soma_schedulers.testing.faults import FaultPlan, inject_drmaa_faults
 
 JobInfo = namedtuple("JobInfo", "jobId hasExited hasSignal terminatedSignal hasCoreDump wasAborted "
                                 "exitStatus resourceUsage")
@@ -209,7 +213,8 @@ def test_template_runs_a_private_script(sched: dm.DrmaaScheduler, drms: FakeDRMS
     t = drms.templates[jid]
     assert t["remoteCommand"] == "/bin/sh" and len(t["args"]) == 1
     assert t["outputPath"] == t["errorPath"] == ":/dev/null"
-    assert t["jobName"] == "odd_name___1" and t["jobSubmissionState"] == "drmaa_hold"
+    # SGE: the name carries a token that finds the job again when runJob's answer is lost
+    assert re.fullmatch(r"odd_name___1\.soma[0-9a-f]{16}", t["jobName"]) and t["jobSubmissionState"] == "drmaa_hold"
     assert "nativeSpecification" not in t
     path = Path(t["args"][0])
     assert oct(path.stat().st_mode & 0o777) == "0o600"
@@ -533,3 +538,132 @@ def test_slurm_drmaa_kill_of_a_held_job_never_ran(sched: dm.DrmaaScheduler, drms
     drms.end(jid, slurm_info(0))  # slurm-drmaa: a cancelled held job "exited 0"
     slurm.lines[jid] = record(jid, "CANCELLED by 1000", "0:0", node="None assigned")
     assert sched.get_job_exit_info(jid) == (C.EXIT_NOTRUN, None, None, None)
+
+
+# -- faults (testing.faults.inject_drmaa_faults) and what the backend does about them ----------------
+
+class FakeSge:
+    """``qstat -j NAME`` / ``qacct -j NAME`` / ``qdel NAME`` answered from the fake DRMS's templates."""
+
+    def __init__(self, drms: FakeDRMS, down: bool = False) -> None:
+        self.drms, self.down, self.argvs = drms, down, []  # type: list[list[str]]
+
+    def run(self, argv: Any, **_: Any) -> CommandResult:
+        self.argvs.append(list(argv))
+        if self.down:
+            raise CommandError(list(argv), 1, "error: unable to contact qmaster")
+        cmd, name = argv[0], argv[-1]
+        ids = [j for j, t in self.drms.templates.items() if t.get("jobName") == name]
+        if cmd == "qstat" and ids:
+            return CommandResult(tuple(argv), 0, f"job_number:                 {ids[0]}\n", "", 0.0)
+        if cmd == "qstat":
+            return CommandResult(tuple(argv), 1, "", f"Following jobs do not exist: \n{name}\n", 0.0)
+        return CommandResult(tuple(argv), 1, "", f"error: job name {name} not found\n", 0.0)
+
+
+def faulty(sched: dm.DrmaaScheduler, drms: FakeDRMS, kinds: tuple[str, ...], rate: float = 1.0,
+           calls: tuple[str, ...] = (), seed: int = 1, sge: FakeSge | None = None) -> FaultPlan:
+    sched.call_backoff = 0.0
+    sched.runner.backoff = 0.0
+    sched.runner.run = (sge or FakeSge(drms)).run  # type: ignore[method-assign]
+    return inject_drmaa_faults(sched, FaultPlan(rate=rate, kinds=kinds, seed=seed, hang_seconds=0.01,
+                                                commands=[f"drmaa.{c}" for c in calls]))
+
+
+def test_drmaa_fault_kinds(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    errors: Any = sys.modules["drmaa"].errors
+    with pytest.raises(ValueError, match="truncate"):
+        inject_drmaa_faults(sched, FaultPlan(kinds=("truncate",)))
+    session = sched._open()
+    jt = session.createJobTemplate()
+    jt.remoteCommand, jt.args = "/bin/true", []
+    for kind, reaches in (("fail", False), ("hang", False), ("lost", True)):
+        plan = FaultPlan(rate=1.0, kinds=(kind,), hang_seconds=0.01)
+        wrapped = dm.DrmaaScheduler.__new__(dm.DrmaaScheduler)
+        wrapped._open, wrapped._drmaa = lambda: session, sys.modules["drmaa"]  # type: ignore[method-assign]
+        inject_drmaa_faults(wrapped, plan)
+        before = len(drms.templates)
+        with pytest.raises(errors.DrmCommunicationException, match=f"injected {kind}"):
+            wrapped._open().runJob(jt)
+        assert len(drms.templates) - before == int(reaches), kind
+        with pytest.raises(errors.DrmCommunicationException):
+            wrapped._open().wait("1", 0)
+        assert plan.counts == ({"lost": 1, "fail": 1} if kind == "lost" else {kind: 2})  # wait: never lost
+        assert wrapped._open().createJobTemplate() is not None  # not a DRMS call: never faulted
+
+
+def test_lost_runjob_is_found_by_its_name(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    plan = faulty(sched, drms, ("lost",), calls=("runJob",))
+    ids = submit(sched, Job(command=["x"], name="n"), Job(command=["x"]))
+    assert sorted(ids) == sorted(drms.templates) and len(ids) == 2  # tracked, not submitted twice
+    assert plan.counts == {"lost": 2}
+    drms.end(ids[0], info(3))
+    assert sched.get_job_exit_info(ids[0])[:3] == (C.FINISHED_REGULARLY, 3, None)
+
+
+def test_failed_runjob_is_retried_once_absent(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    plan = faulty(sched, drms, ("fail", "hang"), rate=0.5, calls=("runJob",), seed=3)
+    ids = sched.job_submission([Job(command=["x"]) for _ in range(30)])
+    submitted = [i for i in ids if i is not None]
+    assert sorted(submitted, key=int) == sorted(drms.templates, key=int)  # each once, refused ones absent
+    assert 20 < len(submitted) < 30 and plan.injected > 15
+    assert all("3 attempts; SGE has no job named job.soma" in (e or "")
+               for i, e in zip(ids, sched.last_submission_errors, strict=True) if i is None)
+
+
+def test_runjob_failing_every_time_is_refused_with_the_reason(sched: dm.DrmaaScheduler, drms: FakeDRMS,
+                                                              tmp_path: Path) -> None:
+    faulty(sched, drms, ("fail",), calls=("runJob",))
+    assert sched.job_submission([Job(command=["x"])]) == [None]
+    [reason] = sched.last_submission_errors
+    assert reason and "cannot submit" in reason and "injected failure" in reason and "3 attempts" in reason
+    assert drms.templates == {}
+    assert not [p for p in (tmp_path / "scripts").rglob("*") if p.is_file()]  # script removed
+
+
+def test_lost_runjob_while_sge_cannot_be_asked(sched: dm.DrmaaScheduler, drms: FakeDRMS, tmp_path: Path) -> None:
+    sge = FakeSge(drms, down=True)
+    faulty(sched, drms, ("lost",), calls=("runJob",), sge=sge)
+    assert sched.job_submission([Job(command=["x"])]) == [None]
+    [reason] = sched.last_submission_errors
+    assert reason and "unknown" in reason and "unable to contact qmaster" in reason
+    assert sge.argvs[-1][0] == "qdel" and sge.argvs[-1][1] == drms.templates["1"]["jobName"]
+    assert not [p for p in (tmp_path / "scripts").rglob("*") if p.is_file()]  # if it runs, it runs nothing
+
+
+def test_other_implementations_do_not_retry_a_submission(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    drms.implementation = "PBS DRMAA v. 1.0.19"
+    dm._SESSION.implementation = drms.implementation
+    faulty(sched, drms, ("lost",), calls=("runJob",))
+    assert sched.job_submission([Job(command=["x"])]) == [None]
+    assert "cannot submit" in (sched.last_submission_errors[0] or "") and len(drms.templates) == 1
+
+
+def test_polling_under_faults_loses_no_end(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    ids = submit(sched, *[Job(command=["x"]) for _ in range(60)])
+    plan = faulty(sched, drms, ("fail", "hang", "lost"), rate=0.3, calls=("jobStatus", "wait"), seed=5)
+    for n, jid in enumerate(ids):
+        drms.end(jid, info(n % 4))
+    for _ in range(200):
+        status = sched.get_jobs_status(ids)
+        if all(s == C.DONE for s in status.values()):
+            break
+    infos = sched.get_jobs_exit_info(ids)
+    assert [infos[j][:3] for j in ids] == [(C.FINISHED_REGULARLY, n % 4, None) for n in range(60)]
+    assert plan.injected > 20 and sched._reaped == {}
+
+
+def test_drms_down_every_job_undetermined_then_aborted(drms: FakeDRMS, tmp_path: Path) -> None:
+    s = build_scheduler("drmaa", {"OPTION_TMP_DIR": str(tmp_path), "STATUS_CACHE_SECONDS": "0",
+                                  "UNDETERMINED_TIMEOUT": "0.3"})
+    assert isinstance(s, dm.DrmaaScheduler)
+    s.call_backoff = 0.0
+    ids = submit(s, Job(command=["x"]), Job(command=["x"]), Job(command=["x"]))
+    drms.status_error = sys.modules["drmaa"].errors.DrmCommunicationException("code 2: qmaster down")
+    assert set(s.get_jobs_status(ids).values()) == {C.UNDETERMINED}
+    assert [c for c in drms.calls if c.startswith("jobStatus")] == ["jobStatus 1"] * 3  # 3 tries, not 9
+    time.sleep(0.35)
+    assert set(s.get_jobs_status(ids).values()) == {C.FAILED}
+    assert all(s.get_job_exit_info(j)[0] == C.EXIT_ABORTED for j in ids)
+    assert all("qmaster down" in (s.get_job_error(j) or "") for j in ids)
+    s.clean()

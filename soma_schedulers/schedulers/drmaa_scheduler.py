@@ -37,6 +37,27 @@ Kills: ``control(id, TERMINATE)``. A job this scheduler terminated ends
 the implementation reports (slurm-drmaa reports such a job as neither
 aborted nor signalled).
 
+Faults (see docs/contract.md#reliability): a DRMAA call that fails with
+``DrmCommunicationException`` (or ``TryLaterException``) may or may not have
+reached the DRMS. Status calls (``jobStatus``, ``wait``) and kills are retried
+``command_retries`` times, :attr:`DrmaaScheduler.call_backoff` apart, doubling;
+a job still without an answer is ``undetermined`` (and so are the jobs of that
+poll not yet asked: the DRMS is down), at most ``undetermined_timeout``
+seconds, then ``failed``/``aborted`` with the reason kept. An end that
+``wait`` gave (libdrmaa gives it once) is kept until the job's record takes
+it, whatever fails in the same poll. A submission is never retried blindly:
+on SGE the job name carries a unique token (``<name>.soma<hex>``, name
+``job`` by default), and after such a failure the job is looked for by that
+name (``qstat -j``, then ``qacct -j`` for a job that ended at once): found, it
+is tracked; absent, ``runJob`` is retried (up to ``command_retries`` times);
+when SGE cannot be asked either, the submission fails with the reason, the job
+is deleted by name (``qdel``, best effort) and its script removed, so a job
+that SGE did create runs nothing. Other implementations (no lookup) fail the
+submission at once with the reason. SGE's DRMAA session survives restarts of
+``sge_qmaster`` and ``sge_execd`` (calls fail while qmaster is down; the ends
+of jobs that finished meanwhile arrive when execd reports them again, up to
+about 30 s later).
+
 Sessions: DRMAA 1.0 allows one session per process, so every
 ``DrmaaScheduler`` of a process shares it (opened by the first, exited when
 the last one sleeps or is cleaned). :meth:`DrmaaScheduler.sleep` releases the
@@ -57,7 +78,8 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -105,6 +127,16 @@ _QUEUE_TEMPLATES = {"sge": "-q {queue}", "slurm": "--partition={queue}", "pbs": 
 _PARALLEL_ENV_KEYS = ("PARALLEL_ENV_MPI_BIN", "PARALLEL_ENV_NODE_FILE")
 #: Seconds an ended slurm-drmaa job waits for its Slurm accounting record (it lags 0.2-2.5 s).
 ACCOUNTING_GRACE = 10.0
+#: DRMAA errors after which a call may or may not have reached the DRMS (class names).
+TRANSIENT_ERRORS = ("DrmCommunicationException", "TryLaterException")
+#: What an SGE job name carries before the submission's token.
+TOKEN_MARK = ".soma"
+#: Seconds after ``runJob`` by which SGE has the accounting record of a job that ended at once.
+SGE_ACCOUNTING_SETTLE = 3.0
+#: Attempts at finding a submission whose answer was lost (SGE may be failing right now).
+LOOKUP_ATTEMPTS = 5
+_SGE_JOB_NUMBER = re.compile(r"^job_number:\s+(\d+)\s*$", re.MULTILINE)
+_SGE_ACCT_NUMBER = re.compile(r"^jobnumber\s+(\d+)\s*$", re.MULTILINE)
 _SACCT_FIELDS = "JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NodeList"
 _SLURM_ABORTED = {"TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "REVOKED"}
 _SLURM_LIVE = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING",
@@ -242,11 +274,17 @@ class _SharedSession:
 _SESSION = _SharedSession()
 
 
+class _LookupFailed(Exception):
+    """Whether SGE has a job could not be found out."""
+
+
 class DrmaaScheduler(CommandLineScheduler):
     """Submit and follow jobs through a DRMAA 1.0 library (see the module docstring)."""
 
     scheduler_type = "drmaa"
     capabilities = CAPABILITIES
+    #: Seconds before retrying a DRMAA call that failed transiently (doubled at each retry).
+    call_backoff = 0.05
 
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         super().__init__(config)
@@ -267,6 +305,8 @@ class DrmaaScheduler(CommandLineScheduler):
         #: slurm-drmaa: reaped ends waiting for their accounting record (until a deadline).
         self._unaccounted: dict[str, tuple[Observation, float]] = {}
         self._accounting: bool | None = None  # sacct answers (None: not asked yet)
+        #: Ends given by wait() (once) that no record has taken yet.
+        self._reaped: dict[str, Observation] = {}
         self._session: Any = None
         self.wake()
 
@@ -355,72 +395,180 @@ class DrmaaScheduler(CommandLineScheduler):
         items += self.native_specification_for(job)
         return " ".join(i for i in items if i.strip()), category, job
 
+    def _transient(self) -> tuple[type[BaseException], ...]:
+        errors = self._drmaa.errors
+        return tuple(getattr(errors, n) for n in TRANSIENT_ERRORS if isinstance(getattr(errors, n, None), type))
+
+    def _retrying(self, call: Callable[[], Any]) -> Any:
+        """``call()``, retried ``command_retries`` times on a transient DRMAA error."""
+        transient = self._transient()
+        for attempt in range(self.config.command_retries + 1):
+            if attempt:
+                time.sleep(self.call_backoff * 2 ** (attempt - 1))
+            try:
+                return call()
+            except transient:
+                if attempt >= self.config.command_retries:
+                    raise
+        raise AssertionError("unreachable")
+
     def _submit_one(self, job: Job) -> str:
         native, category, job = self.native_specification_string(job)
-        d = self._drmaa
-        session = self._open()
         path = self._write_script(job)
         try:
-            with _SESSION.lock:
-                jt = session.createJobTemplate()
-                try:
-                    jt.remoteCommand = "/bin/sh"
-                    jt.args = [path]
-                    jt.outputPath = ":/dev/null"
-                    jt.errorPath = ":/dev/null"
-                    if job.name:
-                        jt.jobName = job_name(job.name)
-                    if job.hold:
-                        jt.jobSubmissionState = d.JobSubmissionState.HOLD_STATE
-                    if native:
-                        jt.nativeSpecification = native
-                    if category:
-                        jt.jobCategory = category
-                    job_id = str(session.runJob(jt))
-                finally:
-                    with contextlib.suppress(d.errors.DrmaaException):
-                        session.deleteJobTemplate(jt)
-        except d.errors.DrmaaException as exc:
-            self._remove(path)
-            raise SubmissionError(f"DRMAA refused the job: {_one_line(exc)}") from None
+            job_id = self._run_job(job, path, native, category)
         except BaseException:
             self._remove(path)
             raise
         self._files[job_id] = path
         return job_id
 
+    def _run_job(self, job: Job, path: str, native: str, category: str | None) -> str:
+        """``runJob``; on SGE, a transient failure is followed by a look-up by name, then a retry."""
+        d = self._drmaa
+        last: BaseException | None = None
+        sge = implementation_family(self.implementation) == "sge"
+        name = job_name(job.name) if job.name else None
+        if sge:  # the token finds the job again when runJob's answer is lost
+            name = f"{(name or 'job')[:100]}{TOKEN_MARK}{uuid.uuid4().hex[:16]}"
+        attempts = self.config.command_retries + 1 if sge else 1
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(self.call_backoff * 2 ** (attempt - 1))
+            session = self._open()
+            since = time.monotonic()
+            try:
+                with _SESSION.lock:
+                    return self._run_job_once(session, job, path, native, category, name)
+            except self._transient() as exc:
+                if not sge or name is None:
+                    raise SubmissionError(f"cannot submit: DRMAA: {_one_line(exc)}") from None
+                try:
+                    found = self._find_submitted(name, since)
+                except _LookupFailed as why:
+                    self._forget_submission(name)
+                    raise SubmissionError(
+                        f"cannot submit: DRMAA: {_one_line(exc)}; whether SGE has the job is unknown ({why}): "
+                        f"job {name} deleted by name, its script removed") from None
+                if found is not None:
+                    if self.logger:
+                        self.logger.warning("runJob's answer was lost (%s); found job %s by its name %s",
+                                            _one_line(exc), found, name)
+                    return found
+                last = exc
+            except d.errors.DrmaaException as exc:
+                raise SubmissionError(f"DRMAA refused the job: {_one_line(exc)}") from None
+        raise SubmissionError(f"cannot submit: DRMAA: {_one_line(last or RuntimeError())} ({attempts} attempts; "
+                              f"SGE has no job named {name})")
+
+    def _run_job_once(self, session: Any, job: Job, path: str, native: str, category: str | None,
+                      name: str | None) -> str:
+        d = self._drmaa
+        jt = session.createJobTemplate()
+        try:
+            jt.remoteCommand = "/bin/sh"
+            jt.args = [path]
+            jt.outputPath = ":/dev/null"
+            jt.errorPath = ":/dev/null"
+            if name:
+                jt.jobName = name
+            if job.hold:
+                jt.jobSubmissionState = d.JobSubmissionState.HOLD_STATE
+            if native:
+                jt.nativeSpecification = native
+            if category:
+                jt.jobCategory = category
+            return str(session.runJob(jt))
+        finally:
+            with contextlib.suppress(d.errors.DrmaaException):
+                session.deleteJobTemplate(jt)
+
+    def _sge_ask(self, argv: list[str], found: re.Pattern[str], absent: str) -> str | None:
+        """The job number an SGE command prints, None when it says ``absent``; CommandError otherwise."""
+        result = self.runner.run(argv, check=False)
+        text = f"{result.stdout}\n{result.stderr}"
+        match = found.search(result.stdout) if result.returncode == 0 else None
+        if match:
+            return match.group(1)
+        if absent in text:
+            return None
+        raise CommandError(argv, result.returncode, result.stderr, result.stdout)
+
+    def _find_submitted(self, name: str, since: float) -> str | None:
+        """The SGE job named ``name`` (a unique token), live (``qstat``) or ended (``qacct``); None
+        when SGE has none. Raises _LookupFailed when SGE cannot tell after LOOKUP_ATTEMPTS tries."""
+        last: Exception | None = None
+        for attempt in range(LOOKUP_ATTEMPTS):
+            if attempt:
+                time.sleep(self.runner.backoff * attempt)
+            try:
+                live = self._sge_ask(["qstat", "-j", name], _SGE_JOB_NUMBER, "do not exist")
+                if live is not None:
+                    return live
+                # Not in qmaster: never submitted, or ended already; an end is in the
+                # accounting file about a second later.
+                settle = SGE_ACCOUNTING_SETTLE - (time.monotonic() - since)
+                if settle > 0 and time.monotonic() - since > 0.5:
+                    time.sleep(settle)
+                return self._sge_ask(["qacct", "-j", name], _SGE_ACCT_NUMBER, "not found")
+            except CommandError as exc:
+                last = exc
+                if self.logger:
+                    self.logger.warning("looking for the lost submission %s: %s", name, exc)
+        raise _LookupFailed(_one_line(last) if last else "no answer")
+
+    def _forget_submission(self, name: str) -> None:
+        """Delete (best effort) the SGE job named ``name``, if it exists: it is not tracked."""
+        try:
+            self.runner.run(["qdel", name], check=False)
+        except CommandError as exc:
+            if self.logger:
+                self.logger.warning("cannot delete the untracked job %s: %s", name, exc)
+
     # -- polling -------------------------------------------------------------------------------------
     def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
-        d = self._drmaa
-        errors = d.errors
         session = self._open()
         result: dict[str, Observation] = {}
         slurm = implementation_family(self.implementation) == "slurm"
-        ended: dict[str, Observation] = {}
+        down: tuple[list[str], str] | None = None  # jobs not asked, and why: the DRMS stopped answering
         with _SESSION.lock:
-            for job_id in ids:
-                if job_id in self._unaccounted:
+            for n, job_id in enumerate(ids):
+                if job_id in self._unaccounted or job_id in self._reaped:
                     continue  # reaped already
                 try:
-                    state: str | None = str(session.jobStatus(job_id))
-                except errors.InvalidJobException:
-                    state = None  # reaped, or unknown to the DRMS: wait() tells
-                except errors.DrmaaException as exc:
-                    raise CommandError(["drmaa.jobStatus", job_id], None, _one_line(exc)) from None
+                    state = self._status(session, job_id)
+                    obs = None if state in _LIVE else self._reap(session, job_id)
+                except CommandError as exc:
+                    down = ([i for i in ids[n:] if i not in self._unaccounted and i not in self._reaped],
+                            f"cannot ask the DRMS: {exc}")
+                    break
                 if state in _LIVE:
-                    result[job_id] = Observation(state)
-                    continue
-                # done, failed, undetermined (SGE, briefly, after a kill) or unknown: reap if ended
-                obs = self._reap(session, job_id)
-                if obs is not None:
-                    (ended if slurm else result)[job_id] = obs
+                    result[job_id] = Observation(str(state))
+                elif obs is not None:
+                    # done, failed, undetermined (SGE, briefly, after a kill) or unknown, and reaped
+                    self._reaped[job_id] = obs
                 elif state is not None:
                     with self._lock:
                         previous = self._records[job_id].status if job_id in self._records else C.RUNNING
                     result[job_id] = Observation(previous)
+        if down is not None:
+            self._undetermined(*down)
+        ended = {i: self._reaped.pop(i) for i in ids if i in self._reaped} if slurm else {}
         if slurm:
             result.update(self._slurm_accounting(ended))
+        else:
+            result.update((i, self._reaped[i]) for i in ids if i in self._reaped)  # popped by _finish
         return result
+
+    def _status(self, session: Any, job_id: str) -> str | None:
+        """``jobStatus`` (retried); None when DRMAA no longer knows the job (reaped, or unknown)."""
+        errors = self._drmaa.errors
+        try:
+            return str(self._retrying(lambda: session.jobStatus(job_id)))
+        except errors.InvalidJobException:
+            return None  # wait() tells
+        except errors.DrmaaException as exc:
+            raise CommandError(["drmaa.jobStatus", job_id], None, _one_line(exc)) from None
 
     # -- slurm-drmaa: Slurm accounting -------------------------------------------------------
     def _slurm_accounting(self, ended: dict[str, Observation]) -> dict[str, Observation]:
@@ -509,7 +657,7 @@ class DrmaaScheduler(CommandLineScheduler):
         d = self._drmaa
         errors = d.errors
         try:
-            info = session.wait(job_id, d.Session.TIMEOUT_NO_WAIT)
+            info = self._retrying(lambda: session.wait(job_id, d.Session.TIMEOUT_NO_WAIT))
         except (errors.ExitTimeoutException, errors.InvalidJobException):
             return None
         except errors.DrmaaException as exc:
@@ -559,6 +707,7 @@ class DrmaaScheduler(CommandLineScheduler):
 
     def _finish(self, rec: Any, obs: Observation) -> None:
         super()._finish(rec, obs)
+        self._reaped.pop(rec.id, None)
         self._terminated.discard(rec.id)
         path = self._files.pop(rec.id, None)
         if path is not None:
@@ -574,10 +723,18 @@ class DrmaaScheduler(CommandLineScheduler):
     def _cancel(self, job_id: str) -> None:
         d = self._drmaa
         session = self._open()
+        tried: list[int] = []
+
+        def terminate() -> None:
+            tried.append(1)
+            session.control(job_id, d.JobControlAction.TERMINATE)
+
         with _SESSION.lock:
             try:
-                session.control(job_id, d.JobControlAction.TERMINATE)
+                self._retrying(terminate)
             except d.errors.InvalidJobException:
+                if len(tried) > 1:  # a first attempt may have killed it before its answer was lost
+                    self._terminated.add(job_id)
                 return  # it ended already: its own end is reported
             except d.errors.DrmaaException as exc:
                 raise CommandError(["drmaa.control", job_id], None, _one_line(exc)) from None
@@ -586,6 +743,7 @@ class DrmaaScheduler(CommandLineScheduler):
     def clean(self) -> None:
         self._close_session()
         self._unaccounted.clear()
+        self._reaped.clear()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

@@ -13,6 +13,11 @@ to them as to real faults. ``fail`` and ``hang`` strike *before* the command
 runs (the DRMS never sees it); ``lost`` runs the command and then loses its
 answer (the DRMS did it, the caller does not know): the hardest case for a
 submission; ``truncate`` runs it and cuts its output at a random byte.
+
+DRMAA calls go through libdrmaa, not the command runner: :func:`inject_drmaa_faults`
+wraps the session methods the ``drmaa`` backend calls instead (``runJob``,
+``jobStatus``, ``wait``, ``control``), with the same plan (kinds ``fail``,
+``hang``, ``lost``; see :data:`DRMAA_KINDS`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 from ..errors import CommandError, CommandTimeoutError
 from ..runner import CommandResult, CommandRunner
 
-__all__ = ["KINDS", "FaultPlan", "inject_faults"]
+__all__ = ["DRMAA_CALLS", "DRMAA_KINDS", "KINDS", "FaultPlan", "inject_drmaa_faults", "inject_faults"]
 
 KINDS = ("fail", "hang", "lost", "truncate")
 
@@ -67,6 +72,12 @@ class FaultPlan:
         with self._lock:
             return text[: self._random.randrange(len(text))] if text else text
 
+    def recount(self, drawn: str, kind: str) -> None:
+        """Count a fault drawn as ``drawn`` as ``kind`` (what was really injected)."""
+        with self._lock:
+            self.counts[drawn] -= 1
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+
     @property
     def injected(self) -> int:
         return sum(n for k, n in self.counts.items() if k != "ok")
@@ -91,6 +102,72 @@ def inject_faults(runner: CommandRunner, plan: FaultPlan) -> FaultPlan:
         return result
 
     runner._run_once = faulty  # type: ignore[method-assign]
+    return plan
+
+
+#: The fault kinds that make sense for DRMAA calls (there is no output to cut).
+DRMAA_KINDS = ("fail", "hang", "lost")
+#: The DRMAA session methods the ``drmaa`` backend calls that reach the DRMS.
+DRMAA_CALLS = ("runJob", "jobStatus", "wait", "control")
+
+
+class _FaultySession:
+    """A DRMAA session whose :data:`DRMAA_CALLS` may fail, hang or lose their answer."""
+
+    def __init__(self, session: Any, errors: Any, plan: FaultPlan) -> None:
+        self._session = session
+        self._errors = errors
+        self._plan = plan
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._session, name)
+        if name not in DRMAA_CALLS:
+            return real
+        plan, errors = self._plan, self._errors
+
+        def call(*args: Any) -> Any:
+            label = f"drmaa.{name}"
+            kind = plan.draw([label])
+            if kind == "lost" and name == "wait":
+                # wait's answer comes from libdrmaa's own record of the session's ended jobs,
+                # which it gives once: no network lies between them, so nothing can be lost
+                # there. A failure before the call is what can happen.
+                plan.recount("lost", "fail")
+                kind = "fail"
+            if kind == "fail":
+                raise errors.DrmCommunicationException(f"code 2: injected failure: {label} did not reach the DRMS")
+            if kind == "hang":
+                time.sleep(plan.hang_seconds)
+                raise errors.DrmCommunicationException(f"code 2: injected hang: no answer to {label} "
+                                                       f"within {plan.hang_seconds:g} s")
+            result = real(*args)
+            if kind == "lost":
+                raise errors.DrmCommunicationException(f"code 2: injected lost answer: {label} reached the DRMS, its answer was lost")
+            return result
+
+        return call
+
+
+def inject_drmaa_faults(scheduler: Any, plan: FaultPlan) -> FaultPlan:
+    """Make a ``DrmaaScheduler``'s later DRMAA calls (:data:`DRMAA_CALLS`) suffer ``plan``'s faults.
+
+    ``fail`` raises ``DrmCommunicationException`` before the call reaches libdrmaa;
+    ``hang`` sleeps ``plan.hang_seconds`` and then raises it; ``lost`` makes the
+    call (the DRMS acts: a job is submitted, killed) and then raises it, so the
+    backend cannot tell it from ``fail``. ``wait`` is never ``lost`` (counted as
+    ``fail``): libdrmaa answers it from its own memory. Every session the
+    scheduler opens later (after ``sleep``/``wake``) is wrapped too. Returns ``plan``.
+    """
+    unknown = set(plan.kinds) - set(DRMAA_KINDS)
+    if unknown:
+        raise ValueError(f"fault kinds {sorted(unknown)} do not apply to DRMAA calls (use {DRMAA_KINDS})")
+    real_open = scheduler._open
+    errors = scheduler._drmaa.errors
+
+    def faulty_open() -> Any:
+        return _FaultySession(real_open(), errors, plan)
+
+    scheduler._open = faulty_open
     return plan
 
 

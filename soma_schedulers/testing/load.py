@@ -2,21 +2,22 @@
 
 :func:`run_load` is shared by the load tests of every backend: it checks that
 no job is lost or duplicated and that each ends with its own exit code, and
-returns figures for a report.
+returns figures for a report. :func:`submit_in_batches`, :func:`wait_all_ended`
+and :func:`wrong_end_states` are the steps of the reliability tests.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .. import constants as C
 from ..job import Job
 from ..scheduler import Scheduler
 
-__all__ = ["LoadResult", "run_load"]
+__all__ = ["LoadResult", "run_load", "submit_in_batches", "wait_all_ended", "wrong_end_states"]
 
 
 @dataclass
@@ -78,3 +79,51 @@ def run_load(scheduler: Scheduler, jobs: int = 2000, threads: int = 8, timeout: 
     if len(ids) != jobs and not errors:
         errors.append(f"{jobs - len(ids)} jobs unaccounted for")
     return LoadResult(jobs, threads, seconds, wrong, duplicates, errors)
+
+
+def submit_in_batches(scheduler: Scheduler, jobs: Sequence[Job],
+                      batch: int = 20) -> tuple[list[str | None], list[str | None]]:
+    """Submit ``jobs`` ``batch`` at a time, polling the earlier ones in between (submissions and
+    polls interleave, as in an engine); the ids (None: refused) and the refusals' reasons."""
+    ids: list[str | None] = []
+    refused: list[str | None] = []
+    for start in range(0, len(jobs), batch):
+        got = scheduler.job_submission(jobs[start:start + batch])
+        ids += got
+        refused += [e for i, e in zip(got, scheduler.last_submission_errors, strict=True) if i is None]
+        scheduler.get_jobs_status([i for i in ids if i])
+    return ids, refused
+
+
+def wait_all_ended(scheduler: Scheduler, ids: Sequence[str], seen: set[str] | None = None,
+                   timeout: float = 600.0, poll: float = 0.3) -> tuple[dict[str, str], float]:
+    """Poll until every job ended (AssertionError after ``timeout``); the statuses, and the longest
+    stretch (seconds) a job stayed ``undetermined``. ``seen`` collects every status seen."""
+    since: dict[str, float] = {}
+    longest = 0.0
+    deadline = time.monotonic() + timeout
+    while True:
+        status = scheduler.get_jobs_status(list(ids))
+        now = time.monotonic()
+        if seen is not None:
+            seen.update(status.values())
+        for jid, st in status.items():
+            if st == C.UNDETERMINED:
+                since.setdefault(jid, now)
+                longest = max(longest, now - since[jid])
+            else:
+                since.pop(jid, None)
+        if all(s in C.END_STATES for s in status.values()):
+            return status, longest
+        if now > deadline:
+            raise AssertionError({j: s for j, s in status.items() if s not in C.END_STATES})
+        time.sleep(poll)
+
+
+def wrong_end_states(scheduler: Scheduler, expected: Mapping[str, int],
+                     status: Mapping[str, str]) -> dict[str, tuple[object, ...]]:
+    """The jobs of ``expected`` (id -> exit code) that did not end ``done``, finished regularly with
+    that code: id -> (status, exit status, exit value, signal)."""
+    infos = scheduler.get_jobs_exit_info(list(expected))
+    ends = {jid: (status[jid], *tuple(infos[jid])[:3]) for jid in expected}
+    return {jid: end for jid, end in ends.items() if end != (C.DONE, C.FINISHED_REGULARLY, expected[jid], None)}
