@@ -125,7 +125,8 @@ class BridgeLab:
                 *pytest_args]
         env = {"SOMA_BRIDGE_HOST": HOST_ALIAS, "SOMA_BRIDGE_USER": USER,
                "SOMA_BRIDGE_IDENTITY": f"{HOME}/.ssh/bridge_key",
-               "SOMA_BRIDGE_KNOWN_HOSTS": f"{HOME}/.ssh/bridge_known_hosts"}
+               "SOMA_BRIDGE_KNOWN_HOSTS": f"{HOME}/.ssh/bridge_known_hosts",
+               "SOMA_BRIDGE_SCHEDULER": self.scheduler_type}
         self.log(f"engine explicit: {shlex.join(argv)}")
         return self.exec("explicit", argv, stream=True, env=env)[0]
 

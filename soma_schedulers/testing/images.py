@@ -517,7 +517,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             log = (lambda _l: None) if args.quiet else say
             t0 = time.monotonic()
-            ensure_base_image(spec.base_image, log=log)
+            parent = next((p for p in docker_harness.CLUSTERS.values() if p.image_tag == spec.base_image), None)
+            if parent is not None:  # built on another spec's image (slurm-ssh, slurm-drmaa): that one first
+                docker_harness.build_cluster_images(parent, log=log)
+            else:
+                ensure_base_image(spec.base_image, log=log)
             tb = time.monotonic() - t0
             tag, secs, size = docker_harness.build_spec_image(spec, log=log, nocache=args.no_cache)
             if tb > 1:

@@ -1,6 +1,6 @@
 """Failure behaviour of the ssh bridge against a real sshd, run INSIDE the engine container.
 
-``python -m soma_schedulers.testing.bridge slurm --mode failures`` runs this
+``python -m soma_schedulers.testing.bridge slurm|openpbs|torque --mode failures`` runs this
 file in the lab's explicit engine (see ``soma_schedulers/testing/bridge.py``),
 which sets ``SOMA_BRIDGE_HOST`` and friends; anywhere else it is skipped (and
 pytest does not collect it by name). Every case: a clear ``DRMError`` saying
@@ -31,12 +31,15 @@ from soma_schedulers import (
 )
 from soma_schedulers import constants as C
 from soma_schedulers.runner import CommandRunner
-from soma_schedulers.schedulers.slurm_scheduler import SlurmScheduler
+from soma_schedulers.scheduler import get_scheduler_implementation
 
 HOST = os.environ.get("SOMA_BRIDGE_HOST", "")
 USER = os.environ.get("SOMA_BRIDGE_USER", "")
 IDENTITY = os.environ.get("SOMA_BRIDGE_IDENTITY", "")
 KNOWN = os.environ.get("SOMA_BRIDGE_KNOWN_HOSTS", "")
+SCHEDULER = os.environ.get("SOMA_BRIDGE_SCHEDULER", "slurm")  # the host's: slurm, pbspro, torque
+STATUS = ["squeue", "-h"] if SCHEDULER == "slurm" else ["qstat"]  # a status command of the host
+SUBMIT = "sbatch" if SCHEDULER == "slurm" else "qsub"
 SLACK = 3.0  # seconds allowed beyond a timeout on a loaded 2-core machine
 
 pytestmark = pytest.mark.skipif(
@@ -75,8 +78,8 @@ def failing(call: Callable[[], object], kind: type[DRMError]) -> tuple[DRMError,
 
 def test_the_bridge_works_and_reuses_its_connection(make_runner: Callable[..., CommandRunner]) -> None:
     runner = make_runner()
-    first = runner.run(["squeue", "-h"])
-    seconds = sorted(runner.run(["squeue", "-h"]).seconds for _ in range(5))
+    first = runner.run(STATUS)
+    seconds = sorted(runner.run(STATUS).seconds for _ in range(5))
     assert first.returncode == 0
     assert seconds[2] < 0.5, seconds  # a multiplexed session, not a handshake
     assert runner.describe() == f"ssh bridge to {USER}@{HOST}"
@@ -89,21 +92,21 @@ def test_stdin_crosses_ssh_byte_for_byte(make_runner: Callable[..., CommandRunne
 
 
 def test_host_unreachable(make_runner: Callable[..., CommandRunner]) -> None:
-    exc, seconds = failing(lambda: make_runner(port=2222).run(["squeue"]), BridgeError)
+    exc, seconds = failing(lambda: make_runner(port=2222).run(STATUS), BridgeError)
     assert isinstance(exc, BridgeError) and exc.reason == "unreachable", exc
     assert f"{HOST}:2222" in str(exc) and "unreachable" in str(exc)
     assert seconds < 5.0 + SLACK
 
 
 def test_host_name_unknown(make_runner: Callable[..., CommandRunner]) -> None:
-    exc, seconds = failing(lambda: make_runner(host="no-such-host.invalid").run(["squeue"]), BridgeError)
+    exc, seconds = failing(lambda: make_runner(host="no-such-host.invalid").run(STATUS), BridgeError)
     assert isinstance(exc, BridgeError) and exc.reason == "unreachable", exc
     assert "no-such-host.invalid" in str(exc) and seconds < 5.0 + SLACK
 
 
 def test_unreachable_is_retried_then_reported(make_runner: Callable[..., CommandRunner]) -> None:
     runner = make_runner(port=2222, retries=2)
-    exc, seconds = failing(lambda: runner.run(["sbatch"], input=b"#!/bin/sh\n", retry=False), BridgeError)
+    exc, seconds = failing(lambda: runner.run([SUBMIT], input=b"#!/bin/sh\n", retry=False), BridgeError)
     # never connected, so even a submission may be retried: 3 attempts, 0.1 + 0.2 s of backoff
     assert isinstance(exc, BridgeError) and exc.reason == "unreachable" and 0.3 <= seconds < 3 * 5.0 + SLACK
 
@@ -113,7 +116,7 @@ def test_authentication_refused(make_runner: Callable[..., CommandRunner], how: 
     kw = ({"identity_file": os.path.expanduser("~/.ssh/stranger_key")} if how == "unauthorized key"
           else {"user": "nobody-soma"})
     runner = make_runner(retries=2, **kw)
-    exc, seconds = failing(lambda: runner.run(["squeue"]), BridgeError)
+    exc, seconds = failing(lambda: runner.run(STATUS), BridgeError)
     assert isinstance(exc, BridgeError) and exc.reason == "auth" and not exc.transient, exc
     assert "refused ssh authentication" in str(exc) and "Permission denied" in str(exc)
     assert seconds < 5.0 + SLACK  # not retried: retrying cannot help
@@ -122,7 +125,7 @@ def test_authentication_refused(make_runner: Callable[..., CommandRunner], how: 
 
 def test_host_key_unknown(make_runner: Callable[..., CommandRunner]) -> None:
     options = ("-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes")
-    exc, seconds = failing(lambda: make_runner(ssh_options=options).run(["squeue"]), BridgeError)
+    exc, seconds = failing(lambda: make_runner(ssh_options=options).run(STATUS), BridgeError)
     assert isinstance(exc, BridgeError) and exc.reason == "hostkey", exc
     assert "known_hosts" in str(exc) and seconds < 5.0 + SLACK
 
@@ -158,7 +161,7 @@ def test_silent_host(make_runner: Callable[..., CommandRunner]) -> None:
     threading.Thread(target=accept, daemon=True).start()
     try:
         runner = make_runner(host="127.0.0.1", port=server.getsockname()[1], timeout=2.0)
-        exc, seconds = failing(lambda: runner.run(["squeue"]), DRMError)
+        exc, seconds = failing(lambda: runner.run(STATUS), DRMError)
         assert isinstance(exc, (CommandTimeoutError, BridgeError)), exc
         assert "127.0.0.1" in str(exc) and seconds < 2.0 + SLACK
     finally:
@@ -170,7 +173,7 @@ def test_silent_host(make_runner: Callable[..., CommandRunner]) -> None:
 def test_slow_prefix_is_killed_with_its_children() -> None:
     runner = CommandRunner(BridgeConfig(mode="prefix", prefix=("sh", "-c", 'sleep 31.25; exec "$@"', "sh")),
                            timeout=1.0, retries=0)
-    exc, seconds = failing(lambda: runner.run(["squeue"]), CommandTimeoutError)
+    exc, seconds = failing(lambda: runner.run(STATUS), CommandTimeoutError)
     assert "no answer within 1 s (bridge: sh -c" in str(exc) and seconds < 1.0 + SLACK
     time.sleep(0.2)
     left = subprocess.run(["pgrep", "-f", "sleep 31.25"], capture_output=True, text=True).stdout
@@ -180,7 +183,7 @@ def test_slow_prefix_is_killed_with_its_children() -> None:
 def test_scheduler_says_which(make_runner: Callable[..., CommandRunner]) -> None:
     cfg = SchedulerConfig(bridge=bridge(port=2222), command_timeout=3, command_retries=0,
                           status_cache_seconds=0, undetermined_timeout=60)
-    with SlurmScheduler(cfg) as sched:
+    with get_scheduler_implementation(SCHEDULER)(cfg) as sched:
         t0 = time.monotonic()
         assert sched.job_submission([Job(command=["/bin/true"])]) == [None]
         assert "unreachable" in (sched.last_submission_errors[0] or "")
