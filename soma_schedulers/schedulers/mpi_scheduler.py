@@ -259,8 +259,9 @@ class _Dispatcher:
                 self.outbox.append((rec.rank, TAG_KILL, {"id": rec.id}))
                 self.cond.notify_all()
 
-    def release(self, owner: MPIScheduler) -> None:
-        """Kill the jobs of ``owner``, wait (bounded) for their ends; the last owner stops the workers."""
+    def release(self, owner: MPIScheduler) -> dict[str, _Record]:
+        """Kill the jobs of ``owner``, wait (bounded) for their ends, forget the ended ones (returned);
+        the last owner stops the workers."""
         with self.cond:
             pending = [r.id for r in self.records.values() if r.owner is owner and r.state not in C.END_STATES]
         for jid in pending:
@@ -271,10 +272,17 @@ class _Dispatcher:
                 self.records[j].state not in C.END_STATES for j in pending
             ) and time.monotonic() < deadline:
                 self.cond.wait(max(0.0, deadline - time.monotonic()))
+            # Forget the owner's ended jobs (the shared table would grow with every instance of a
+            # long engine); one still running (its worker did not answer the kill) keeps its
+            # record, which its worker's report ends.
+            ended = {j: r for j, r in self.records.items() if r.owner is owner and r.state in C.END_STATES}
+            for jid in ended:
+                del self.records[jid]
             self.owners.discard(owner)
             last = not self.owners
         if last and not _RUNNER_OWNS_WORKERS:
             self.shutdown()
+        return ended
 
     def shutdown(self, timeout: float = STOP_TIMEOUT + 5.0) -> None:
         """Stop every worker (their running jobs are killed) and the MPI thread."""
@@ -506,6 +514,12 @@ class MPIScheduler(Scheduler):
         with self._dispatcher.cond:
             self._dispatcher.owners.add(self)
         self._cleaned = False
+        #: After clean(): this instance's ended jobs, which the shared dispatcher forgot.
+        self._final: dict[str, _Record] = {}
+
+    def _record(self, job_id: str) -> _Record:
+        rec = self._final.get(job_id) if isinstance(job_id, str) else None
+        return rec if rec is not None else self._dispatcher.record(self, job_id)
 
     @property
     def workers(self) -> list[tuple[int, str, int]]:
@@ -517,21 +531,21 @@ class MPIScheduler(Scheduler):
 
     def get_job_status(self, scheduler_job_id: str) -> str:
         with self._dispatcher.cond:
-            return self._dispatcher.record(self, scheduler_job_id).state
+            return self._record(scheduler_job_id).state
 
     def get_jobs_status(self, scheduler_job_ids: Iterable[str]) -> dict[str, str]:
         with self._dispatcher.cond:
-            return {i: self._dispatcher.record(self, i).state for i in scheduler_job_ids}
+            return {i: self._record(i).state for i in scheduler_job_ids}
 
     def get_job_exit_info(self, scheduler_job_id: str) -> ExitInfo:
         with self._dispatcher.cond:
-            rec = self._dispatcher.record(self, scheduler_job_id)
+            rec = self._record(scheduler_job_id)
             return rec.exit_info or ExitInfo(C.EXIT_UNDETERMINED, None, None, None)
 
     def get_job_error(self, scheduler_job_id: str) -> str | None:
         """Why a job could not start, or why it was aborted (worker lost ...), or None."""
         with self._dispatcher.cond:
-            return self._dispatcher.record(self, scheduler_job_id).error
+            return self._record(scheduler_job_id).error
 
     def kill_job(self, scheduler_job_id: str) -> None:
         self._dispatcher.kill(self, scheduler_job_id)
@@ -539,12 +553,14 @@ class MPIScheduler(Scheduler):
     def clean(self) -> None:
         """Kill this instance's jobs (waiting up to KILL_GRACE + 5 s for their ends).
 
+        The shared dispatcher forgets them; this instance keeps their ends (until it is dropped).
+
         Outside the runner, the last instance of the process also stops the workers.
         """
         if self._cleaned:
             return
         self._cleaned = True
-        self._dispatcher.release(self)
+        self._final = self._dispatcher.release(self)
 
     @classmethod
     def build_scheduler(cls, config: Any) -> MPIScheduler:
