@@ -1,0 +1,173 @@
+"""Reliability of the DRMAA (SGE 8.1.9) and MPI backends, which run inside their clusters (issue 8).
+
+The tests themselves are ``tests/containers/reliability_inside.py``, run in the controller as
+alice with ``PYTHONPATH=/src`` (libdrmaa and mpi4py exist only there); this file starts each
+cluster (one at a time), runs them, restarts the SGE daemons at the right moment (as root, from
+here), and fails with the inside run's output when it fails:
+
+* 200 jobs through DrmaaScheduler while 20 % of the DRMAA calls fail, hang or lose their answer;
+* 50 jobs in flight while ``sge_qmaster``, then ``sge_execd``, restart;
+* 2,000 jobs from 8 threads through DrmaaScheduler on SGE and through MPIScheduler (3 ranks).
+
+``SOMA_RELIABILITY_JOBS`` (200), ``SOMA_LOAD_JOBS`` (2000) and ``SOMA_SGE_LOAD_JOBS`` (default: the
+same) change the counts: 2,000 jobs on SGE take about 3 minutes on 2 cores (measured passing), so CI
+asks for fewer there.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from soma_schedulers.testing import docker_harness as dh
+
+pytestmark = pytest.mark.drms
+
+INSIDE = f"{dh.SOURCE_MOUNT}/tests/containers/reliability_inside.py"
+PASSED_ON = ("SOMA_RELIABILITY_JOBS", "SOMA_LOAD_JOBS", "SOMA_SGE_LOAD_JOBS")
+#: Root shell commands restarting the SGE daemons of the all-in-one container (host "sge") the way
+#: an administrator does: the queue is disabled first (running jobs go on, queued ones wait) and no
+#: job is being delivered (state t): SGE 8.1.9 leaves a job whose delivery a daemon restart cut in
+#: state t for good (seen here, twice). Then sge_qmaster restarts (qconf -km) and the execd
+#: registers again (its queue leaves state u, about 30 s), then sge_execd restarts (SIGTERM: its jobs
+#: go on; the ends of those that finished meanwhile reach qmaster up to about a minute later), and
+#: the queue is enabled again.
+_UNTIL = "for i in $(seq {n}); do {cond} && break; sleep 0.2; done; {cond} || exit 1"
+_NO_DELIVERY = "! qstat -u '*' -s r | awk 'NR > 2 && $5 ~ /t/' | grep -q ."
+_EXECD_KNOWN = "! qstat -f -qs u | grep -q 'all.q@'"
+RESTART_QMASTER = "; ".join([
+    "set -e", "qmod -d all.q", _UNTIL.format(n=300, cond=_NO_DELIVERY), "qconf -km",
+    _UNTIL.format(n=100, cond="! pgrep -x sge_qmaster >/dev/null"), "sleep 3", "/usr/sbin/sge_qmaster",
+    _UNTIL.format(n=300, cond="qstat >/dev/null 2>&1"), _UNTIL.format(n=600, cond=_EXECD_KNOWN)])
+RESTART_EXECD = "; ".join([
+    "set -e", "pkill -x sge_execd", _UNTIL.format(n=100, cond="! pgrep -x sge_execd >/dev/null"), "sleep 2",
+    "/usr/sbin/sge_execd", "sleep 5", _UNTIL.format(n=600, cond=_EXECD_KNOWN), "qmod -e all.q"])
+
+
+class Clusters:
+    """One cluster at a time (2 cores): asking for another stops the current one."""
+
+    def __init__(self) -> None:
+        self.current: dh.DrmsCluster | None = None
+
+    def get(self, name: str) -> dh.DrmsCluster:
+        if self.current is not None and self.current.spec.name == name:
+            return self.current
+        self.stop()
+        try:
+            self.current = dh.start_cluster(name, log=lambda line: print(line, flush=True), mount_source=True,
+                                            name_suffix=os.environ.get("PYTEST_XDIST_WORKER", ""))
+        except dh.ImageUnavailable as exc:
+            pytest.skip(f"{name} image unavailable: {exc}")
+        return self.current
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.current.stop()
+            self.current = None
+
+
+@pytest.fixture(scope="module")
+def clusters() -> Iterator[Clusters]:
+    ok, reason = dh.docker_available()
+    if not ok:
+        pytest.skip(f"docker unavailable: {reason}")
+    holder = Clusters()
+    yield holder
+    holder.stop()
+
+
+class Inside:
+    """``reliability_inside.py::<test>`` running in the controller, its output streamed and kept."""
+
+    def __init__(self, cluster: dh.DrmsCluster, test: str, mpi: bool = False) -> None:
+        self.cluster = cluster
+        self.work = Path(cluster.make_workdir(f"reliability-{test}"))
+        env = {"SOMA_RELIABILITY_DIR": str(self.work), "PYTHONPATH": dh.SOURCE_MOUNT, "PYTHONDONTWRITEBYTECODE": "1",
+               **{k: os.environ[k] for k in PASSED_ON if k in os.environ}}
+        argv = ["python3", "-m", "pytest", "-p", "no:soma_schedulers", "-p", "no:cacheprovider",
+                "-W", "ignore::pytest.PytestAssertRewriteWarning", "--rootdir", str(self.work), "-c", "/dev/null",
+                "-q", "-s", "-rs", f"{INSIDE}::{test}"]
+        if mpi:  # rank 0 runs pytest, the other ranks are the scheduler's workers
+            argv = ["mpirun", "-np", str(len(cluster.hostnames)), "-H", ",".join(cluster.hostnames),
+                    *[a for k in env for a in ("-x", k)],
+                    "python3", "-m", "soma_schedulers.schedulers.mpi_scheduler", "-m", *argv[2:]]
+        docker = ["docker", "exec", "-u", cluster.spec.user, "-w", cluster.shared_dir,
+                  *[a for k, v in env.items() for a in ("-e", f"{k}={v}")], cluster.name]
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen([*docker, *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, errors="replace")
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            sys.stdout.write(f"[inside] {line}")
+            sys.stdout.flush()
+
+    def stop(self) -> None:
+        """Kill the run (in the container too: killing ``docker exec`` leaves it running)."""
+        self.cluster.exec(["pkill", "-u", self.cluster.spec.user, "-f", "reliability_inside"])
+        self.proc.kill()
+
+    def wait(self, timeout: float) -> None:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            rc = self.proc.wait()
+            self.lines.append(f"(killed after {timeout:.0f} s)\n")
+        self.reader.join(10)
+        assert rc == 0, "the run inside the cluster failed:\n" + "".join(self.lines[-200:])
+
+    def wait_for_file(self, name: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while not (self.work / name).exists():
+            assert self.proc.poll() is None, "the run inside ended early:\n" + "".join(self.lines[-200:])
+            assert time.monotonic() < deadline, f"no {name} after {timeout:.0f} s"
+            time.sleep(0.2)
+        return (self.work / name).read_text()
+
+
+def root(cluster: dh.DrmsCluster, script: str) -> float:
+    t0 = time.monotonic()
+    rc, out = cluster.exec(["bash", "-c", script])
+    assert rc == 0, out
+    return time.monotonic() - t0
+
+
+def test_sge_200_jobs_under_20_percent_drmaa_faults(clusters: Clusters) -> None:
+    Inside(clusters.get("sge"), "test_sge_200_jobs_under_20_percent_drmaa_faults").wait(900)
+
+
+def test_sge_daemon_restarts_with_50_jobs_in_flight(clusters: Clusters) -> None:
+    cluster = clusters.get("sge")
+    run = Inside(cluster, "test_sge_daemon_restarts_with_50_jobs_in_flight")
+    try:
+        run.wait_for_file("submitted", 120)
+        time.sleep(1.0)  # some jobs running, the others queued
+        qmaster = root(cluster, RESTART_QMASTER)
+        execd = root(cluster, RESTART_EXECD)
+        (run.work / "restarted").write_text(f"sge_qmaster down and up again in {qmaster:.1f} s, "
+                                            f"then sge_execd in {execd:.1f} s")
+    except BaseException:
+        run.stop()
+        raise
+    run.wait(600)
+
+
+def test_sge_load_2000_jobs_8_threads(clusters: Clusters) -> None:
+    Inside(clusters.get("sge"), "test_sge_load_2000_jobs_8_threads").wait(1800)
+
+
+def test_mpi_load_2000_jobs_8_threads(clusters: Clusters) -> None:
+    Inside(clusters.get("mpi"), "test_mpi_load_2000_jobs_8_threads", mpi=True).wait(1800)
