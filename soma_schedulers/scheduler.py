@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from .config import SchedulerConfig, config_from_mapping, load_config
 from .errors import ConfigurationError, DRMError, SchedulerUnavailableError, UnknownSchedulerTypeError
@@ -78,6 +78,9 @@ class ExitInfo(NamedTuple):
     resource_usage: bytes | None
 
 
+_S = TypeVar("_S", bound="Scheduler")
+
+
 class Scheduler(abc.ABC):
     """Submit, kill and follow jobs on one computing resource.
 
@@ -116,7 +119,7 @@ class Scheduler(abc.ABC):
     def clean(self) -> None:  # noqa: B027 (optional hook, empty by default)
         """Release threads and temporary files. The instance is unusable afterwards."""
 
-    def __enter__(self) -> Scheduler:
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(
