@@ -75,6 +75,10 @@ def images(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff and mypy --strict on the package."""
     _install(session)
+    _lint(session)
+
+
+def _lint(session: nox.Session) -> None:
     session.install("ruff", "mypy")
     session.run("ruff", "check", "soma_schedulers", "tests", "benchmarks", "noxfile.py")
     session.run("mypy", "soma_schedulers")
@@ -91,9 +95,7 @@ def bench(session: nox.Session) -> None:
 def ci(session: nox.Session) -> None:
     """Everything CI checks, in one environment."""
     _install(session)
-    session.install("ruff", "mypy")
-    session.run("ruff", "check", "soma_schedulers", "tests", "benchmarks", "noxfile.py")
-    session.run("mypy", "soma_schedulers")
+    _lint(session)
     session.run("pytest", "tests", "--ignore=tests/containers", "-rs", "-p", "no:cacheprovider")
     for drms in sorted(IN_CONTAINER & {*CI_DRMS, *UPSTREAM_DRMS}):
         session.run("python", "-m", "soma_schedulers.testing.incontainer", drms, "-rs")
