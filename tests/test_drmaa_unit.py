@@ -636,7 +636,8 @@ def test_other_implementations_do_not_retry_a_submission(sched: dm.DrmaaSchedule
     dm._SESSION.implementation = drms.implementation
     faulty(sched, drms, ("lost",), calls=("runJob",))
     assert sched.job_submission([Job(command=["x"])]) == [None]
-    assert "cannot submit" in (sched.last_submission_errors[0] or "") and len(drms.templates) == 1
+    assert "runs nothing: its script is removed" in (sched.last_submission_errors[0] or "")
+    assert len(drms.templates) == 1 and not os.path.exists(drms.templates["1"]["args"][0])
 
 
 def test_polling_under_faults_loses_no_end(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:

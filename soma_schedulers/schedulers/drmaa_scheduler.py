@@ -53,7 +53,9 @@ is tracked; absent, ``runJob`` is retried (up to ``command_retries`` times);
 when SGE cannot be asked either, the submission fails with the reason, the job
 is deleted by name (``qdel``, best effort) and its script removed, so a job
 that SGE did create runs nothing. Other implementations (no lookup) fail the
-submission at once with the reason. SGE's DRMAA session survives restarts of
+submission at once with the reason, the script removed likewise. A DRMAA call
+cannot be interrupted: one that blocks in libdrmaa (SGE: up to its GDI timeout
+while qmaster is down) blocks the scheduler's DRMAA calls until it returns. SGE's DRMAA session survives restarts of
 ``sge_qmaster`` and ``sge_execd`` (calls fail while qmaster is down; the ends
 of jobs that finished meanwhile arrive when execd reports them again, up to
 about 30 s later).
@@ -441,8 +443,9 @@ class DrmaaScheduler(CommandLineScheduler):
                 with _SESSION.lock:
                     return self._run_job_once(session, job, path, native, category, name)
             except self._transient() as exc:
-                if not sge or name is None:
-                    raise SubmissionError(f"cannot submit: DRMAA: {_one_line(exc)}") from None
+                if not sge or name is None:  # no way to find the job: if the DRMS made it, it runs nothing
+                    raise SubmissionError(f"cannot submit: DRMAA: {_one_line(exc)} (if the DRMS made the job, "
+                                          "it runs nothing: its script is removed)") from None
                 try:
                     found = self._find_submitted(name, since)
                 except _LookupFailed as why:
