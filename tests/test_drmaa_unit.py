@@ -668,3 +668,33 @@ def test_drms_down_every_job_undetermined_then_aborted(drms: FakeDRMS, tmp_path:
     assert all(s.get_job_exit_info(j)[0] == C.EXIT_ABORTED for j in ids)
     assert all("qmaster down" in (s.get_job_error(j) or "") for j in ids)
     s.clean()
+
+
+QACCT = """==============================================================
+qname        all.q
+hostname     sge
+jobname      job.soma0123
+jobnumber    {n}
+failed       {failed}
+exit_status  {code}
+start_time   Tue Nov 24 23:10:01 2026
+==============================================================
+"""
+
+
+def test_sge_accounting_corrects_an_end_drmaa_calls_aborted() -> None:
+    """After a qmaster restart libdrmaa calls the ends it missed aborted: qacct has the truth."""
+    from soma_schedulers.batch import Observation
+    from soma_schedulers.schedulers import drmaa_scheduler as dm
+
+    record = dm.parse_qacct(QACCT.format(n=7, failed="100", code="0") + QACCT.format(n=7, failed="0", code="2"))
+    assert (record["jobnumber"], record["failed"], record["exit_status"]) == ("7", "0", "2")
+    cases = {
+        ("0", "2"): (2, None, False, None),
+        ("0", "143"): (None, 15, False, None),  # the shell's 128 + signal
+        ("100 : assumedly after job", "137"): (None, None, True, "SGE accounting: failed 100 : assumedly after job"),
+    }
+    for (failed, code), (exit_code, sig, cancelled, aborted) in cases.items():
+        obs = Observation(C.DONE, ended=True, cancelled=True, started=None)
+        dm.apply_qacct("7", obs, dm.parse_qacct(QACCT.format(n=7, failed=failed, code=code)))
+        assert (obs.exit_code, obs.term_sig, obs.cancelled, obs.aborted) == (exit_code, sig, cancelled, aborted)

@@ -135,6 +135,15 @@ TRANSIENT_ERRORS = ("DrmCommunicationException", "TryLaterException")
 TOKEN_MARK = ".soma"
 #: Seconds after ``runJob`` by which SGE has the accounting record of a job that ended at once.
 SGE_ACCOUNTING_SETTLE = 3.0
+#: Seconds an SGE job that DRMAA calls aborted waits for its accounting record (``qacct``). After
+#: an ``sge_qmaster`` restart libdrmaa reports the jobs whose end it missed as aborted, and their
+#: ends reach the accounting file 30 to 60 s after qmaster is back.
+SGE_ACCOUNTING_GRACE = 180.0
+#: Seconds an SGE job that DRMAA calls ended may keep failing ``wait`` before its end is taken
+#: from the accounting file instead (libdrmaa's event client can be gone for good: ``qconf -kec``).
+SGE_WAIT_FALLBACK = 10.0
+#: Seconds between two ``qacct`` asks about the same waiting jobs.
+SGE_ACCOUNTING_EVERY = 2.0
 #: Attempts at finding a submission whose answer was lost (SGE may be failing right now).
 LOOKUP_ATTEMPTS = 5
 _SGE_JOB_NUMBER = re.compile(r"^job_number:\s+(\d+)\s*$", re.MULTILINE)
@@ -231,6 +240,37 @@ def implementation_family(implementation: str) -> str:
     return "sge"
 
 
+def parse_qacct(text: str) -> dict[str, str]:
+    """The last record of ``qacct -j ID`` output as ``{field: value}`` (a rerun job has several)."""
+    records: list[dict[str, str]] = [{}]
+    for line in text.splitlines():
+        if line.startswith("====="):
+            records.append({})
+            continue
+        key, _, value = line.partition(" ")
+        if key:
+            records[-1][key] = value.strip()
+    return next((r for r in reversed(records) if r), {})
+
+
+def apply_qacct(job_id: str, obs: Observation, record: Mapping[str, str]) -> None:
+    """Complete a doubtful SGE end from its accounting record: a job that ran and ended by itself
+    (``failed 0``) gets its exit code (129-192: death by signal ``code - 128``, the shell's
+    convention); otherwise the end stays aborted, with SGE's reason."""
+    failed = record.get("failed", "").split(":")[0].strip()
+    code_text = record.get("exit_status", "").split()[0] if record.get("exit_status") else ""
+    if failed == "0" and code_text.isdigit():
+        code = int(code_text)
+        obs.cancelled, obs.aborted, obs.started = False, None, True
+        if 128 < code <= 192:
+            obs.exit_code, obs.term_sig = None, code - 128
+        else:
+            obs.exit_code, obs.term_sig = code, None
+        return
+    if failed:
+        obs.aborted = f"SGE accounting: failed {record['failed']}"
+
+
 class _SharedSession:
     """The process's DRMAA session, shared by every DrmaaScheduler (one lock around it)."""
 
@@ -306,7 +346,9 @@ class DrmaaScheduler(CommandLineScheduler):
         self._seq = itertools.count(1)
         #: slurm-drmaa: reaped ends waiting for their accounting record (until a deadline).
         self._unaccounted: dict[str, tuple[Observation, float]] = {}
-        self._accounting: bool | None = None  # sacct answers (None: not asked yet)
+        self._accounting: bool | None = None  # sacct / qacct answers (None: not asked yet)
+        self._qacct_at = float("-inf")
+        self._wait_failing: dict[str, float] = {}  # job -> when its wait() began failing
         #: Ends given by wait() (once) that no record has taken yet.
         self._reaped: dict[str, Observation] = {}
         self._session: Any = None
@@ -520,6 +562,13 @@ class DrmaaScheduler(CommandLineScheduler):
                     self.logger.warning("looking for the lost submission %s: %s", name, exc)
         raise _LookupFailed(_one_line(last) if last else "no answer")
 
+    def _sge_gone(self, job_id: str) -> bool:
+        """Whether qmaster answers that it no longer has the job (``qstat -j ID``)."""
+        try:
+            return self._sge_ask(["qstat", "-j", job_id], _SGE_JOB_NUMBER, "do not exist") is None
+        except CommandError:
+            return False
+
     def _forget_submission(self, name: str) -> None:
         """Delete (best effort) the SGE job named ``name``, if it exists: it is not tracked."""
         try:
@@ -533,18 +582,31 @@ class DrmaaScheduler(CommandLineScheduler):
         session = self._open()
         result: dict[str, Observation] = {}
         slurm = implementation_family(self.implementation) == "slurm"
+        sge = implementation_family(self.implementation) == "sge"
         down: tuple[list[str], str] | None = None  # jobs not asked, and why: the DRMS stopped answering
         with _SESSION.lock:
             for n, job_id in enumerate(ids):
                 if job_id in self._unaccounted or job_id in self._reaped:
                     continue  # reaped already
+                state: str | None = None
                 try:
                     state = self._status(session, job_id)
                     obs = None if state in _LIVE else self._reap(session, job_id)
                 except CommandError as exc:
+                    first = self._wait_failing.setdefault(job_id, time.monotonic())
+                    if (sge and state is not None and time.monotonic() - first >= SGE_WAIT_FALLBACK
+                            and self._sge_gone(job_id)):
+                        # libdrmaa keeps failing to say how the job ended (its event client is
+                        # gone) and qmaster no longer has it: an end without its facts, which
+                        # SGE's accounting completes.
+                        del self._wait_failing[job_id]
+                        self._reaped[job_id] = Observation(
+                            C.DONE, ended=True, aborted=f"DRMAA cannot tell how the job ended: {exc}")
+                        continue
                     down = ([i for i in ids[n:] if i not in self._unaccounted and i not in self._reaped],
                             f"cannot ask the DRMS: {exc}")
                     break
+                self._wait_failing.pop(job_id, None)
                 if state in _LIVE:
                     result[job_id] = Observation(str(state))
                 elif obs is not None:
@@ -556,11 +618,13 @@ class DrmaaScheduler(CommandLineScheduler):
                     result[job_id] = Observation(previous)
         if down is not None:
             self._undetermined(*down)
-        ended = {i: self._reaped.pop(i) for i in ids if i in self._reaped} if slurm else {}
         if slurm:
-            result.update(self._slurm_accounting(ended))
-        else:
-            result.update((i, self._reaped[i]) for i in ids if i in self._reaped)  # popped by _finish
+            result.update(self._slurm_accounting({i: self._reaped.pop(i) for i in ids if i in self._reaped}))
+            return result
+        if implementation_family(self.implementation) == "sge":
+            doubtful = {i: self._reaped.pop(i) for i in ids if i in self._reaped and self._doubtful(i, self._reaped[i])}
+            result.update(self._sge_accounting(doubtful))
+        result.update((i, self._reaped[i]) for i in ids if i in self._reaped)  # popped by _finish
         return result
 
     def _status(self, session: Any, job_id: str) -> str | None:
@@ -583,13 +647,26 @@ class DrmaaScheduler(CommandLineScheduler):
         live state) at most :data:`ACCOUNTING_GRACE` seconds; without accounting, DRMAA's
         information is used as is.
         """
-        deadline = time.monotonic() + ACCOUNTING_GRACE
-        for job_id, obs in ended.items():
+        for obs in ended.values():
             obs.usage = None  # slurm-drmaa's are zeros
+        return self._accounted(ended, ACCOUNTING_GRACE, self._sacct, self._apply_record)
+
+    def _accounted(self, ended: dict[str, Observation], grace: float,
+                   fetch: Callable[[list[str]], dict[str, Any]],
+                   apply: Callable[[str, Observation, Any], None]) -> dict[str, Observation]:
+        """``ended`` and the jobs still waiting, completed from their accounting records.
+
+        ``fetch`` gives the records of the ids it is given (setting ``_accounting`` False when
+        there is no accounting); ``apply`` completes an Observation from one. A job without a
+        record yet keeps its last live state, at most ``grace`` seconds; then, or without
+        accounting, DRMAA's information is used as is.
+        """
+        deadline = time.monotonic() + grace
+        for job_id, obs in ended.items():
             self._unaccounted[job_id] = (obs, deadline)
         if not self._unaccounted:
             return {}
-        records = self._sacct(list(self._unaccounted)) if self._accounting is not False else {}
+        records = fetch(list(self._unaccounted)) if self._accounting is not False else {}
         now = time.monotonic()
         result: dict[str, Observation] = {}
         for job_id, (obs, until) in list(self._unaccounted.items()):
@@ -601,9 +678,51 @@ class DrmaaScheduler(CommandLineScheduler):
                 continue
             del self._unaccounted[job_id]
             if record is not None:
-                self._apply_record(job_id, obs, record)
+                apply(job_id, obs, record)
             result[job_id] = obs
         return result
+
+    # -- SGE: its accounting file, when DRMAA says a job was aborted -------------------------
+    def _doubtful(self, job_id: str, obs: Observation) -> bool:
+        """An end DRMAA calls aborted (or without exit code) for a job we did not kill: after an
+        ``sge_qmaster`` restart libdrmaa says so of every job whose end it missed."""
+        return job_id not in self._terminated and (obs.cancelled or obs.aborted is not None)
+
+    def _sge_accounting(self, doubtful: dict[str, Observation]) -> dict[str, Observation]:
+        """Doubtful SGE ends completed from ``qacct -j ID`` (asked every few seconds, at most
+        :data:`SGE_ACCOUNTING_GRACE` seconds; the job keeps its last live state meanwhile)."""
+        if doubtful and self.logger:
+            self.logger.warning("DRMAA says jobs %s were aborted: asking SGE's accounting",
+                                " ".join(sorted(doubtful)))
+        return self._accounted(doubtful, SGE_ACCOUNTING_GRACE, self._qacct, self._apply_qacct)
+
+    def _apply_qacct(self, job_id: str, obs: Observation, record: Mapping[str, str]) -> None:
+        apply_qacct(job_id, obs, record)
+        if obs.exit_code == LAUNCH_ERROR_EXIT:
+            obs.launch_error = self._launch_error(job_id)
+
+    def _qacct(self, ids: list[str]) -> dict[str, dict[str, str]]:
+        """The accounting records of ``ids`` that SGE has written (one ``qacct -j`` each)."""
+        now = time.monotonic()
+        if now - self._qacct_at < SGE_ACCOUNTING_EVERY:
+            return {}
+        self._qacct_at = now
+        records: dict[str, dict[str, str]] = {}
+        for job_id in ids:
+            try:
+                result = self.runner.run(["qacct", "-j", job_id], check=False)
+            except CommandNotFoundError:
+                self._accounting = False
+                return {}
+            except CommandError as exc:
+                if self.logger:
+                    self.logger.warning("qacct -j %s: %s", job_id, exc)
+                continue
+            if result.returncode == 0:
+                record = parse_qacct(result.stdout)
+                if record.get("jobnumber") == job_id:
+                    records[job_id] = record
+        return records
 
     def _sacct(self, ids: list[str]) -> dict[str, list[str]]:
         """``sacct`` fields of the ended jobs among ``ids`` (MaxRSS: the largest of the steps)."""
@@ -746,6 +865,7 @@ class DrmaaScheduler(CommandLineScheduler):
     def clean(self) -> None:
         self._close_session()
         self._unaccounted.clear()
+        self._wait_failing.clear()
         self._reaped.clear()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
