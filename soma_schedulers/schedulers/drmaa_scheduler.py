@@ -593,7 +593,10 @@ class DrmaaScheduler(CommandLineScheduler):
                     state = self._status(session, job_id)
                     obs = None if state in _LIVE else self._reap(session, job_id)
                 except CommandError as exc:
-                    first = self._wait_failing.setdefault(job_id, time.monotonic())
+                    now = time.monotonic()
+                    for other in ids[n:]:  # a session-wide failure: the others' clocks start now too
+                        self._wait_failing.setdefault(other, now)
+                    first = self._wait_failing[job_id]
                     if (sge and state is not None and time.monotonic() - first >= SGE_WAIT_FALLBACK
                             and self._sge_gone(job_id)):
                         # libdrmaa keeps failing to say how the job ended (its event client is
