@@ -581,8 +581,8 @@ class DrmaaScheduler(CommandLineScheduler):
     def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
         session = self._open()
         result: dict[str, Observation] = {}
-        slurm = implementation_family(self.implementation) == "slurm"
-        sge = implementation_family(self.implementation) == "sge"
+        family = implementation_family(self.implementation)
+        slurm, sge = family == "slurm", family == "sge"
         down: tuple[list[str], str] | None = None  # jobs not asked, and why: the DRMS stopped answering
         with _SESSION.lock:
             for n, job_id in enumerate(ids):
@@ -624,7 +624,7 @@ class DrmaaScheduler(CommandLineScheduler):
         if slurm:
             result.update(self._slurm_accounting({i: self._reaped.pop(i) for i in ids if i in self._reaped}))
             return result
-        if implementation_family(self.implementation) == "sge":
+        if sge:
             doubtful = {i: self._reaped.pop(i) for i in ids if i in self._reaped and self._doubtful(i, self._reaped[i])}
             result.update(self._sge_accounting(doubtful))
         result.update((i, self._reaped[i]) for i in ids if i in self._reaped)  # popped by _finish
