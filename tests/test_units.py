@@ -305,3 +305,18 @@ def test_local_queue_concurrency_and_queued_kill() -> None:
 
 def test_observation_defaults() -> None:
     assert Observation().status == C.UNDETERMINED and not Observation().ended
+
+
+def test_command_log_keeps_what_the_caller_saw_about_each_job() -> None:
+    from soma_schedulers.errors import CommandError
+    from soma_schedulers.testing.faults import FaultPlan, inject_faults, record_commands
+
+    runner = CommandRunner(timeout=5, retries=0)
+    inject_faults(runner, FaultPlan(rate=1.0, kinds=("fail",), commands=("false",)))
+    log = record_commands(runner)
+    runner.run(["printf", "17|FAILED|3:0\n170|COMPLETED|0:0\n17.batch|FAILED|3:0\n"])
+    with pytest.raises(CommandError):
+        runner.run(["false"])
+    about = log.about("17")
+    assert [line.split(": ", 1)[1] for line in about] == ["17|FAILED|3:0", "17.batch|FAILED|3:0"]
+    assert "injected failure" in log.entries[-1][2] and log.entries[-1][1] == ("false",)

@@ -23,6 +23,7 @@ wraps the session methods the ``drmaa`` backend calls instead (``runJob``,
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -32,7 +33,8 @@ from typing import Any
 from ..errors import CommandError, CommandTimeoutError
 from ..runner import CommandResult, CommandRunner
 
-__all__ = ["DRMAA_CALLS", "DRMAA_KINDS", "KINDS", "FaultPlan", "inject_drmaa_faults", "inject_faults"]
+__all__ = ["DRMAA_CALLS", "DRMAA_KINDS", "KINDS", "CommandLog", "FaultPlan", "inject_drmaa_faults", "inject_faults",
+           "record_commands"]
 
 KINDS = ("fail", "hang", "lost", "truncate")
 
@@ -103,6 +105,46 @@ def inject_faults(runner: CommandRunner, plan: FaultPlan) -> FaultPlan:
 
     runner._run_once = faulty  # type: ignore[method-assign]
     return plan
+
+
+@dataclass
+class CommandLog:
+    """Every command a runner ran and what its caller got back (output, or the error raised),
+    so a test that finds a misreported job can show which DRMS answer said what."""
+
+    entries: list[tuple[float, tuple[str, ...], str]] = field(default_factory=list)
+
+    def about(self, job_id: str, limit: int = 12) -> list[str]:
+        """The last ``limit`` answers with a line naming ``job_id`` (first field, or ``ID.step``)
+        and the submission that returned it, each as ``t=SECONDS argv: line``."""
+        pattern = re.compile(rf"^\s*{re.escape(job_id)}(?:[.|\s;]|$)")
+        found = []
+        for t, argv, text in self.entries:
+            for line in text.splitlines():
+                if pattern.match(line):
+                    found.append(f"t={t:.2f} {' '.join(argv)[:60]}: {line.strip()[:160]}")
+        return found[-limit:]
+
+
+def record_commands(runner: CommandRunner) -> CommandLog:
+    """Make ``runner`` keep a :class:`CommandLog` of its later commands (after any injected fault:
+    what the scheduler saw); returns the log."""
+    log = CommandLog()
+    inner = runner._run_once
+    t0 = time.monotonic()
+
+    def recorded(argv: Sequence[str], input: bytes | None, timeout: float, check: bool) -> CommandResult:
+        t = time.monotonic() - t0
+        try:
+            result = inner(argv, input, timeout, check)
+        except CommandError as exc:
+            log.entries.append((t, tuple(argv), f"<{type(exc).__name__}: {exc}>"))
+            raise
+        log.entries.append((t, tuple(argv), result.stdout))
+        return result
+
+    runner._run_once = recorded  # type: ignore[method-assign]
+    return log
 
 
 #: The fault kinds that make sense for DRMAA calls (there is no output to cut).

@@ -25,7 +25,7 @@ from soma_schedulers.batch import CommandLineScheduler
 from soma_schedulers.schedulers import pbspro_scheduler as pbs
 from soma_schedulers.schedulers.slurm_scheduler import SlurmScheduler
 from soma_schedulers.testing import docker_harness as dh
-from soma_schedulers.testing.faults import FaultPlan, inject_faults
+from soma_schedulers.testing.faults import CommandLog, FaultPlan, inject_faults, record_commands
 from soma_schedulers.testing.load import run_load, submit_in_batches, wait_all_ended, wrong_end_states
 
 pytestmark = pytest.mark.drms
@@ -53,6 +53,20 @@ def _pbs_jobs_named(cluster: dh.DrmsCluster, name: str) -> set[str]:
     return {job_id for job_id, attrs in jobs.items() if attrs.get("Job_Name") == name}
 
 
+def _slurm_records(cluster: dh.DrmsCluster, ids: list[str]) -> str:
+    _, acct = cluster.exec(["sacct", "-n", "-P", "-j", ",".join(ids),
+                            "-o", "JobIDRaw,State,ExitCode,DerivedExitCode,Reason,Start,End"], user="alice")
+    pattern = "|".join(f"JobId={i}[^0-9]" for i in ids)
+    _, log = cluster.exec(["sh", "-c", f"grep -E '{pattern}' /var/log/slurm/slurmctld.log | tail -40"])
+    return f"sacct:\n{acct}\nslurmctld.log:\n{log}"
+
+
+def _pbs_records(cluster: dh.DrmsCluster, ids: list[str]) -> str:
+    history = [] if cluster.spec.scheduler_type == "torque" else ["-x"]
+    _, out = cluster.exec(["qstat", *history, "-f", *ids], user="alice")
+    return out[-6000:]
+
+
 @dataclass
 class Target:
     """A DRMS under test: its cluster, its scheduler class, and how to ask and restart it."""
@@ -60,6 +74,8 @@ class Target:
     drms: str
     scheduler: type[CommandLineScheduler]
     jobs_named: Callable[[dh.DrmsCluster, str], set[str]]
+    #: The DRMS's own records of some jobs (accounting, daemon log), to explain a failure.
+    records: Callable[[dh.DrmsCluster, list[str]], str]
     #: Shell commands run as root in the controller, one restart each.
     restarts: tuple[str, ...]
     #: Words a refused submission's reason contains.
@@ -69,13 +85,13 @@ class Target:
 TARGETS = {
     t.drms: t
     for t in (
-        Target("slurm", SlurmScheduler, _slurm_jobs_named,
+        Target("slurm", SlurmScheduler, _slurm_jobs_named, _slurm_records,
                ("scontrol shutdown slurmctld; sleep 2; /usr/sbin/slurmctld",
                 "pkill -x slurmd; sleep 2; /usr/sbin/slurmd"), ("cannot submit", "sbatch")),
         # qterm -t quick: the server stops, running jobs go on; the new server recovers them
-        Target("openpbs", pbs.PBSProScheduler, _pbs_jobs_named,
+        Target("openpbs", pbs.PBSProScheduler, _pbs_jobs_named, _pbs_records,
                ("qterm -t quick; sleep 2; /opt/pbs/sbin/pbs_server",), ("cannot submit", "qsub")),
-        Target("torque", pbs.TorqueScheduler, _pbs_jobs_named,
+        Target("torque", pbs.TorqueScheduler, _pbs_jobs_named, _pbs_records,
                ("qterm -t quick; sleep 2; pbs_server",), ("cannot submit", "qsub")),
     )
 }
@@ -109,6 +125,7 @@ def test_200_jobs_under_20_percent_faults(target: tuple[Target, dh.DrmsCluster],
     with t.scheduler(cfg) as sched:
         sched.runner.backoff = 0.1
         plan = inject_faults(sched.runner, FaultPlan(rate=0.2, seed=8, hang_seconds=0.3))
+        transcript = record_commands(sched.runner)
         jobs = [Job(command=["/bin/sh", "-c", f"exit {i % 4}"], name=name) for i in range(N_JOBS)]
         ids, refused = submit_in_batches(sched, jobs)  # submitting while earlier jobs run and are polled
         tracked = {jid: i % 4 for i, jid in enumerate(ids) if jid is not None}
@@ -124,10 +141,23 @@ def test_200_jobs_under_20_percent_faults(target: tuple[Target, dh.DrmsCluster],
           f"by their token after a lost answer), refused at submission {len(refused)}, wrong end states "
           f"{len(wrong)}, longest undetermined {longest:.1f} s")
     assert plan.injected >= N_JOBS // 10, counts
-    assert not wrong, wrong
+    assert not wrong, _explain(t, cluster, tracked, wrong, transcript)
     assert in_drms == set(tracked), (sorted(in_drms - set(tracked)), sorted(set(tracked) - in_drms))
     assert all(r and any(w in r for w in t.refusal_words) for r in refused), refused
     assert longest < UNDETERMINED_TIMEOUT
+
+
+def _explain(t: Target, cluster: dh.DrmsCluster, expected: dict[str, int], wrong: dict[str, tuple[object, ...]],
+             transcript: CommandLog) -> str:
+    """What was wrong, what the DRMS answered about those jobs, and its own records of them."""
+    first = sorted(wrong, key=lambda j: (len(j), j))[:4]
+    lines = [f"{len(wrong)} wrong end states (id: expected exit code -> status, exit status, code, signal):"]
+    lines += [f"  {j}: {expected[j]} -> {wrong[j]}" for j in sorted(wrong, key=lambda j: (len(j), j))]
+    for j in first:
+        lines.append(f"what the scheduler was told about job {j}:")
+        lines += [f"  {entry}" for entry in transcript.about(j)]
+    lines.append(t.records(cluster, first))
+    return "\n".join(lines)
 
 
 def test_daemon_restarts_with_50_jobs_in_flight(target: tuple[Target, dh.DrmsCluster]) -> None:
