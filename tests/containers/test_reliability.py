@@ -17,13 +17,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from soma_schedulers import BridgeConfig, Job, SchedulerConfig
+from soma_schedulers import constants as C
 from soma_schedulers.batch import CommandLineScheduler
 from soma_schedulers.schedulers import pbspro_scheduler as pbs
-from soma_schedulers.schedulers.slurm_scheduler import SlurmScheduler
+from soma_schedulers.schedulers.slurm_scheduler import SlurmScheduler, parse_exit_code
 from soma_schedulers.testing import docker_harness as dh
 from soma_schedulers.testing.faults import CommandLog, FaultPlan, inject_faults, record_commands
 from soma_schedulers.testing.load import run_load, submit_in_batches, wait_all_ended, wrong_end_states
@@ -55,10 +57,26 @@ def _pbs_jobs_named(cluster: dh.DrmsCluster, name: str) -> set[str]:
 
 def _slurm_records(cluster: dh.DrmsCluster, ids: list[str]) -> str:
     _, acct = cluster.exec(["sacct", "-n", "-P", "-j", ",".join(ids),
-                            "-o", "JobIDRaw,State,ExitCode,DerivedExitCode,Reason,Start,End"], user="alice")
+                            "-D", "-o", "JobIDRaw,JobName,State,ExitCode,DerivedExitCode,Reason,Submit,Start,End"], user="alice")
     pattern = "|".join(f"JobId={i}[^0-9]" for i in ids)
     _, log = cluster.exec(["sh", "-c", f"grep -E '{pattern}' /var/log/slurm/slurmctld.log | tail -40"])
     return f"sacct:\n{acct}\nslurmctld.log:\n{log}"
+
+
+def _slurm_recorded_exit(cluster: dh.DrmsCluster, ids: list[str]) -> dict[str, int | None]:
+    rc, out = cluster.exec(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-o", "JobIDRaw,ExitCode"], user="alice")
+    assert rc == 0, out
+    return {f[0]: parse_exit_code(f[1])[0] for f in (line.split("|") for line in out.splitlines()) if len(f) == 2}
+
+
+def _pbs_recorded_exit(cluster: dh.DrmsCluster, ids: list[str]) -> dict[str, int | None]:
+    if cluster.spec.scheduler_type == "torque":
+        _, out = cluster.exec(["qstat", "-f", *ids], user="alice")
+        jobs = pbs.parse_qstat_text(out)
+    else:
+        _, out = cluster.exec(["qstat", "-x", "-f", "-F", "json", *ids], user="alice")
+        jobs = pbs.parse_qstat_json(out)
+    return {job_id: pbs.exit_status_of(attrs) for job_id, attrs in jobs.items()}
 
 
 def _pbs_records(cluster: dh.DrmsCluster, ids: list[str]) -> str:
@@ -76,6 +94,8 @@ class Target:
     jobs_named: Callable[[dh.DrmsCluster, str], set[str]]
     #: The DRMS's own records of some jobs (accounting, daemon log), to explain a failure.
     records: Callable[[dh.DrmsCluster, list[str]], str]
+    #: The exit codes the DRMS recorded for some ended jobs (its own record, asked without faults).
+    recorded_exit: Callable[[dh.DrmsCluster, list[str]], dict[str, int | None]]
     #: Shell commands run as root in the controller, one restart each.
     restarts: tuple[str, ...]
     #: Words a refused submission's reason contains.
@@ -85,13 +105,13 @@ class Target:
 TARGETS = {
     t.drms: t
     for t in (
-        Target("slurm", SlurmScheduler, _slurm_jobs_named, _slurm_records,
+        Target("slurm", SlurmScheduler, _slurm_jobs_named, _slurm_records, _slurm_recorded_exit,
                ("scontrol shutdown slurmctld; sleep 2; /usr/sbin/slurmctld",
                 "pkill -x slurmd; sleep 2; /usr/sbin/slurmd"), ("cannot submit", "sbatch")),
         # qterm -t quick: the server stops, running jobs go on; the new server recovers them
-        Target("openpbs", pbs.PBSProScheduler, _pbs_jobs_named, _pbs_records,
+        Target("openpbs", pbs.PBSProScheduler, _pbs_jobs_named, _pbs_records, _pbs_recorded_exit,
                ("qterm -t quick; sleep 2; /opt/pbs/sbin/pbs_server",), ("cannot submit", "qsub")),
-        Target("torque", pbs.TorqueScheduler, _pbs_jobs_named, _pbs_records,
+        Target("torque", pbs.TorqueScheduler, _pbs_jobs_named, _pbs_records, _pbs_recorded_exit,
                ("qterm -t quick; sleep 2; pbs_server",), ("cannot submit", "qsub")),
     )
 }
@@ -122,11 +142,16 @@ def test_200_jobs_under_20_percent_faults(target: tuple[Target, dh.DrmsCluster],
     caplog.set_level("WARNING", logger="soma_schedulers")
     cfg = _config(cluster, status_cache_seconds=0.2, command_timeout=10.0, command_retries=2)
     name = f"rel-{uuid.uuid4().hex[:8]}"
+    # Each job leaves its own evidence (a file written just before it exits with its code), so a
+    # wrong end state can be told apart: ours (we misread the DRMS) or the DRMS's (it recorded a
+    # code other than the one the job exited with; Slurm is known to, rarely, under load).
+    evidence = Path(cluster.make_workdir(name))
     with t.scheduler(cfg) as sched:
         sched.runner.backoff = 0.1
         plan = inject_faults(sched.runner, FaultPlan(rate=0.2, seed=8, hang_seconds=0.3))
         transcript = record_commands(sched.runner)
-        jobs = [Job(command=["/bin/sh", "-c", f"exit {i % 4}"], name=name) for i in range(N_JOBS)]
+        jobs = [Job(command=["/bin/sh", "-c", 'printf "%s\\n" "$2" > "$1" && exit "$2"', "sh",
+                             str(evidence / str(i)), str(i % 4)], name=name) for i in range(N_JOBS)]
         ids, refused = submit_in_batches(sched, jobs)  # submitting while earlier jobs run and are polled
         tracked = {jid: i % 4 for i, jid in enumerate(ids) if jid is not None}
         status, longest = wait_all_ended(sched, list(tracked), timeout=900)
@@ -136,15 +161,36 @@ def test_200_jobs_under_20_percent_faults(target: tuple[Target, dh.DrmsCluster],
     # Every job the DRMS has under this run's name is one we track: none lost, none invented.
     in_drms = t.jobs_named(cluster, name)
     recovered = sum("found job" in r.getMessage() for r in caplog.records)
+    index = {jid: i for i, jid in enumerate(ids) if jid is not None}
+    misrecorded = _drms_misrecorded(t, cluster, wrong, tracked, {j: evidence / str(i) for j, i in index.items()})
     print(f"\n{t.drms}: {N_JOBS} jobs, {sum(counts.values())} DRMS calls, faults injected: "
           f"{ {k: v for k, v in counts.items() if k != 'ok'} }; tracked {len(tracked)} ({recovered} found again "
           f"by their token after a lost answer), refused at submission {len(refused)}, wrong end states "
-          f"{len(wrong)}, longest undetermined {longest:.1f} s")
+          f"{len(wrong) - len(misrecorded)} (+ {len(misrecorded)} the DRMS itself recorded wrongly: "
+          f"{sorted(misrecorded)}), longest undetermined {longest:.1f} s")
     assert plan.injected >= N_JOBS // 10, counts
-    assert not wrong, _explain(t, cluster, tracked, wrong, transcript)
+    ours = {j: w for j, w in wrong.items() if j not in misrecorded}
+    assert not ours, _explain(t, cluster, tracked, ours, transcript)
     assert in_drms == set(tracked), (sorted(in_drms - set(tracked)), sorted(set(tracked) - in_drms))
     assert all(r and any(w in r for w in t.refusal_words) for r in refused), refused
     assert longest < UNDETERMINED_TIMEOUT
+
+
+def _drms_misrecorded(t: Target, cluster: dh.DrmsCluster, wrong: dict[str, tuple[object, ...]],
+                      expected: dict[str, int], evidence: dict[str, Path]) -> set[str]:
+    """The wrong jobs whose end the DRMS itself recorded wrongly: the job's evidence file says it
+    reached ``exit`` with its expected code, and we reported exactly what the DRMS's own record
+    (asked now, without faults) says. Anything else is ours to explain."""
+    if not wrong:
+        return set()
+    recorded = t.recorded_exit(cluster, list(wrong))
+    misrecorded = set()
+    for j, (state, exit_status, code, _sig) in wrong.items():
+        ran = evidence[j].is_file() and evidence[j].read_text().strip() == str(expected[j])
+        faithful = (state, exit_status) == (C.DONE, C.FINISHED_REGULARLY) and code == recorded.get(j)
+        if ran and faithful:
+            misrecorded.add(j)
+    return misrecorded
 
 
 def _explain(t: Target, cluster: dh.DrmsCluster, expected: dict[str, int], wrong: dict[str, tuple[object, ...]],
