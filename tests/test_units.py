@@ -21,7 +21,7 @@ from soma_schedulers.errors import (
     UnknownSchedulerTypeError,
 )
 from soma_schedulers.job import Job, as_job
-from soma_schedulers.runner import CommandRunner, container_markers
+from soma_schedulers.runner import CommandResult, CommandRunner, container_markers
 from soma_schedulers.scheduler import build_scheduler, get_scheduler_implementation
 from soma_schedulers.schedulers import slurm_scheduler as slurm
 from soma_schedulers.schedulers.local_scheduler import ConfiguredLocalScheduler, LocalScheduler
@@ -242,6 +242,42 @@ def test_slurm_output_cut_short_is_not_believed() -> None:
     s.track_job("5")
     s.track_job("6")
     assert s.get_jobs_status(["5", "6"]) == {"5": C.DONE, "6": C.UNDETERMINED}
+
+
+def test_slurm_output_cut_at_any_byte_never_gives_a_wrong_end() -> None:
+    """The fault test's ``truncate``, exhaustively: recorded squeue, sacct and ``squeue -O`` answers
+    cut at every byte (one at a time) may leave jobs unknown for this poll, never ended wrongly."""
+    import json
+
+    rec = json.loads((Path(__file__).parent / "fixtures" / "slurm" / "poll-22.05.json").read_text())
+    truth = {str(i): (i - 1) % 4 for i in range(1, 9)}  # job 9 still runs
+    ids = [str(i) for i in range(1, 10)]
+
+    def poll(squeue: str, sacct: str, squeue_o: str, late: bool) -> dict[str, Observation]:
+        s = slurm.SlurmScheduler(SchedulerConfig(options={"accounting_grace": 0.0 if late else 10.0}))
+        s._accounting = True if late else None
+
+        def run(argv: list[str], **kw: object) -> CommandResult:
+            text = squeue_o if "-O" in argv else {"squeue": squeue, "sacct": sacct}[argv[0]]
+            return CommandResult(tuple(argv), 0, text, "", 0.0)
+
+        s.runner.run = run  # type: ignore[method-assign,assignment]
+        return s._query(ids)
+
+    full = poll(rec["squeue"], rec["sacct"], rec["squeueO"], late=False)
+    assert {j: o.exit_code for j, o in full.items() if o.ended} == truth and not full["9"].ended
+    late = poll(rec["squeue"], "", rec["squeueO"], late=True)  # accounting has nothing yet
+    assert {j: o.exit_code for j, o in late.items() if o.ended} == truth
+    cases = 0
+    for key in ("squeue", "sacct", "squeueO"):
+        for n in range(len(rec[key])):
+            answers = {**rec, key: rec[key][:n]}
+            for obs in (poll(answers["squeue"], answers["sacct"], answers["squeueO"], late=False),
+                        poll(answers["squeue"], "", answers["squeueO"], late=True)):
+                for j, o in obs.items():
+                    assert not o.ended or (o.exit_code, o.term_sig) == (truth[j], None), (key, n, j, o)
+                cases += 1
+    assert cases > 2000
 
 
 def test_slurm_lost_sbatch_answer_is_found_by_token() -> None:
