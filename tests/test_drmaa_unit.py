@@ -631,6 +631,70 @@ def test_lost_runjob_while_sge_cannot_be_asked(sched: dm.DrmaaScheduler, drms: F
     assert not [p for p in (tmp_path / "scripts").rglob("*") if p.is_file()]  # if it runs, it runs nothing
 
 
+class FakeSlurmByName:
+    """``squeue --name`` / ``sacct --name`` / ``scancel --name`` answered from the fake DRMS's templates;
+    ``purged`` jobs have left the controller (only accounting has them)."""
+
+    def __init__(self, drms: FakeDRMS, down: bool = False) -> None:
+        self.drms, self.down, self.purged, self.argvs = drms, down, set(), []  # type: set[str], list[list[str]]
+
+    def run(self, argv: Any, **_: Any) -> CommandResult:
+        self.argvs.append(list(argv))
+        if self.down:
+            raise CommandError(list(argv), 1, "slurm_load_jobs error: Unable to contact slurm controller")
+        name = next(a.split("=", 1)[1] for a in argv if a.startswith("--name="))
+        ids = [j for j, t in self.drms.templates.items() if t.get("jobName") == name]
+        if argv[0] == "squeue":
+            ids = [j for j in ids if j not in self.purged]
+        return CommandResult(tuple(argv), 0, "".join(f"{j}\n" for j in ids), "", 0.0)
+
+
+def slurm_drmaa(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    drms.implementation = "DRMAA for Slurm 1.1.6"
+    sched.sleep()
+    sched.wake()
+
+
+def test_slurm_lost_runjob_is_found_by_its_name(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    slurm_drmaa(sched, drms)
+    fake = FakeSlurmByName(drms)
+    plan = faulty(sched, drms, ("lost",), calls=("runJob",), sge=fake)  # type: ignore[arg-type]
+    ids = submit(sched, Job(command=["x"], name="n"))
+    assert ids == list(drms.templates) and plan.counts == {"lost": 1}
+    assert drms.templates[ids[0]]["jobName"].startswith("n.soma")
+    assert fake.argvs[0][:4] == ["squeue", "-h", "-t", "all"]
+    fake.purged.add(ids[0])  # ended and gone from squeue: sacct still has it
+    fake.argvs.clear()
+    plan2 = faulty(sched, drms, ("lost",), calls=("runJob",), sge=fake)  # type: ignore[arg-type]
+    more = submit(sched, Job(command=["x"]))
+    assert len(drms.templates) == 2 and plan2.counts == {"lost": 1} and more[0] in drms.templates
+    fake.purged.add(more[0])
+    assert dm.DrmaaScheduler._slurm_job_named(sched, drms.templates[more[0]]["jobName"], 0.0) == more[0]
+    assert fake.argvs[-1][0] == "sacct" and "-X" in fake.argvs[-1]
+
+
+def test_slurm_failed_runjob_is_retried_while_slurm_has_no_such_job(sched: dm.DrmaaScheduler,
+                                                                      drms: FakeDRMS) -> None:
+    slurm_drmaa(sched, drms)
+    fake = FakeSlurmByName(drms)
+    faulty(sched, drms, ("fail",), calls=("runJob",), sge=fake)  # type: ignore[arg-type]
+    assert sched.job_submission([Job(command=["x"])]) == [None]
+    assert "3 attempts; Slurm has no job named job.soma" in (sched.last_submission_errors[0] or "")
+    assert [a[0] for a in fake.argvs] == ["squeue", "sacct"] * 3 and drms.templates == {}
+
+
+def test_slurm_lost_runjob_deleted_by_name_when_slurm_cannot_tell(sched: dm.DrmaaScheduler, drms: FakeDRMS,
+                                                                   tmp_path: Path) -> None:
+    slurm_drmaa(sched, drms)
+    down = FakeSlurmByName(drms, down=True)
+    faulty(sched, drms, ("lost",), calls=("runJob",), sge=down)  # type: ignore[arg-type]
+    assert sched.job_submission([Job(command=["x"])]) == [None]
+    reason = sched.last_submission_errors[0] or ""
+    assert "whether Slurm has the job is unknown" in reason and "Unable to contact slurm controller" in reason
+    assert down.argvs[-1] == ["scancel", f"--name={drms.templates['1']['jobName']}"]
+    assert not [p for p in (tmp_path / "scripts").rglob("*") if p.is_file()]  # if it runs, it runs nothing
+
+
 def test_other_implementations_do_not_retry_a_submission(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
     drms.implementation = "PBS DRMAA v. 1.0.19"
     dm._SESSION.implementation = drms.implementation

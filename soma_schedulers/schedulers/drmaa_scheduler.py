@@ -131,7 +131,7 @@ _PARALLEL_ENV_KEYS = ("PARALLEL_ENV_MPI_BIN", "PARALLEL_ENV_NODE_FILE")
 ACCOUNTING_GRACE = 10.0
 #: DRMAA errors after which a call may or may not have reached the DRMS (class names).
 TRANSIENT_ERRORS = ("DrmCommunicationException", "TryLaterException")
-#: What an SGE job name carries before the submission's token.
+#: What a job name carries before the submission's token (SGE, Slurm).
 TOKEN_MARK = ".soma"
 #: Seconds after ``runJob`` by which SGE has the accounting record of a job that ended at once.
 SGE_ACCOUNTING_SETTLE = 3.0
@@ -146,6 +146,9 @@ SGE_WAIT_FALLBACK = 10.0
 SGE_ACCOUNTING_EVERY = 2.0
 #: Attempts at finding a submission whose answer was lost (SGE may be failing right now).
 LOOKUP_ATTEMPTS = 5
+#: How a lost submission is looked for, by implementation family (the method taking the job's
+#: unique name): the others cannot be asked, so their submissions are not retried.
+_NAME_LOOKUPS = {"sge": "_sge_job_named", "slurm": "_slurm_job_named"}
 _SGE_JOB_NUMBER = re.compile(r"^job_number:\s+(\d+)\s*$", re.MULTILINE)
 _SGE_ACCT_NUMBER = re.compile(r"^jobnumber\s+(\d+)\s*$", re.MULTILINE)
 _SACCT_FIELDS = "JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NodeList"
@@ -238,6 +241,16 @@ def implementation_family(implementation: str) -> str:
     if "pbs" in text or "torque" in text:
         return "pbs"
     return "sge"
+
+
+def family_name(family: str) -> str:
+    """The DRMS an implementation family names, for messages."""
+    return {"sge": "SGE", "slurm": "Slurm", "pbs": "PBS"}.get(family, family)
+
+
+def _complete_words(out: str) -> list[str]:
+    """The words of a command's output, none from a last line cut short (no final newline)."""
+    return out.rsplit("\n", 1)[0].split() if "\n" in out else []
 
 
 def parse_qacct(text: str) -> dict[str, str]:
@@ -468,14 +481,16 @@ class DrmaaScheduler(CommandLineScheduler):
         return job_id
 
     def _run_job(self, job: Job, path: str, native: str, category: str | None) -> str:
-        """``runJob``; on SGE, a transient failure is followed by a look-up by name, then a retry."""
+        """``runJob``; on SGE and Slurm, a transient failure is followed by a look-up by name (the
+        name carries a token), then a retry if the DRMS has no such job."""
         d = self._drmaa
         last: BaseException | None = None
-        sge = implementation_family(self.implementation) == "sge"
+        family = implementation_family(self.implementation)
+        findable = family in _NAME_LOOKUPS
         name = job_name(job.name) if job.name else None
-        if sge:  # the token finds the job again when runJob's answer is lost
+        if findable:  # the token finds the job again when runJob's answer is lost
             name = f"{(name or 'job')[:100]}{TOKEN_MARK}{uuid.uuid4().hex[:16]}"
-        attempts = self.config.command_retries + 1 if sge else 1
+        attempts = self.config.command_retries + 1 if findable else 1
         for attempt in range(attempts):
             if attempt:
                 time.sleep(self.call_backoff * 2 ** (attempt - 1))
@@ -485,7 +500,7 @@ class DrmaaScheduler(CommandLineScheduler):
                 with _SESSION.lock:
                     return self._run_job_once(session, job, path, native, category, name)
             except self._transient() as exc:
-                if not sge or name is None:  # no way to find the job: if the DRMS made it, it runs nothing
+                if not findable or name is None:  # no way to find the job: if the DRMS made it, it runs nothing
                     raise SubmissionError(f"cannot submit: DRMAA: {_one_line(exc)} (if the DRMS made the job, "
                                           "it runs nothing: its script is removed)") from None
                 try:
@@ -493,7 +508,7 @@ class DrmaaScheduler(CommandLineScheduler):
                 except _LookupFailed as why:
                     self._forget_submission(name)
                     raise SubmissionError(
-                        f"cannot submit: DRMAA: {_one_line(exc)}; whether SGE has the job is unknown ({why}): "
+                        f"cannot submit: DRMAA: {_one_line(exc)}; whether {family_name(family)} has the job is unknown ({why}): "
                         f"job {name} deleted by name, its script removed") from None
                 if found is not None:
                     if self.logger:
@@ -504,7 +519,7 @@ class DrmaaScheduler(CommandLineScheduler):
             except d.errors.DrmaaException as exc:
                 raise SubmissionError(f"DRMAA refused the job: {_one_line(exc)}") from None
         raise SubmissionError(f"cannot submit: DRMAA: {_one_line(last or RuntimeError())} ({attempts} attempts; "
-                              f"SGE has no job named {name})")
+                              f"{family_name(family)} has no job named {name})")
 
     def _run_job_once(self, session: Any, job: Job, path: str, native: str, category: str | None,
                       name: str | None) -> str:
@@ -540,27 +555,50 @@ class DrmaaScheduler(CommandLineScheduler):
         raise CommandError(argv, result.returncode, result.stderr, result.stdout)
 
     def _find_submitted(self, name: str, since: float) -> str | None:
-        """The SGE job named ``name`` (a unique token), live (``qstat``) or ended (``qacct``); None
-        when SGE has none. Raises _LookupFailed when SGE cannot tell after LOOKUP_ATTEMPTS tries."""
+        """The job named ``name`` (a unique token), live or ended, None when the DRMS has none
+        (:data:`_NAME_LOOKUPS`). Raises _LookupFailed when it cannot tell after LOOKUP_ATTEMPTS tries."""
+        ask = getattr(self, _NAME_LOOKUPS[implementation_family(self.implementation)])
         last: Exception | None = None
         for attempt in range(LOOKUP_ATTEMPTS):
             if attempt:
                 time.sleep(self.runner.backoff * attempt)
             try:
-                live = self._sge_ask(["qstat", "-j", name], _SGE_JOB_NUMBER, "do not exist")
-                if live is not None:
-                    return live
-                # Not in qmaster: never submitted, or ended already; an end is in the
-                # accounting file about a second later.
-                settle = SGE_ACCOUNTING_SETTLE - (time.monotonic() - since)
-                if settle > 0 and time.monotonic() - since > 0.5:
-                    time.sleep(settle)
-                return self._sge_ask(["qacct", "-j", name], _SGE_ACCT_NUMBER, "not found")
+                return ask(name, since)  # type: ignore[no-any-return]
             except CommandError as exc:
                 last = exc
                 if self.logger:
                     self.logger.warning("looking for the lost submission %s: %s", name, exc)
         raise _LookupFailed(_one_line(last) if last else "no answer")
+
+    def _sge_job_named(self, name: str, since: float) -> str | None:
+        """SGE's job named ``name``: live (``qstat -j``), else ended (``qacct -j``)."""
+        live = self._sge_ask(["qstat", "-j", name], _SGE_JOB_NUMBER, "do not exist")
+        if live is not None:
+            return live
+        # Not in qmaster: never submitted, or ended already; an end is in the
+        # accounting file about a second later.
+        settle = SGE_ACCOUNTING_SETTLE - (time.monotonic() - since)
+        if settle > 0 and time.monotonic() - since > 0.5:
+            time.sleep(settle)
+        return self._sge_ask(["qacct", "-j", name], _SGE_ACCT_NUMBER, "not found")
+
+    def _slurm_job_named(self, name: str, since: float) -> str | None:
+        """Slurm's job named ``name``: in the controller (``squeue``, ended ones for MinJobAge), else
+        in the accounting (``sacct``; none without accounting storage)."""
+        out = self.runner.run(["squeue", "-h", "-t", "all", f"--name={name}", "-o", "%i"]).stdout
+        ids = _complete_words(out)
+        if ids:
+            return ids[0]
+        hours = int((time.monotonic() - since) // 3600) + 1
+        try:
+            out = self.runner.run(["sacct", "-n", "-X", "-P", f"--name={name}", "-S", f"now-{hours}hours",
+                                   "-o", "JobIDRaw"]).stdout
+        except CommandError as exc:
+            if "accounting storage is disabled" in (exc.stderr + exc.stdout).lower():
+                return None
+            raise
+        ids = _complete_words(out)
+        return ids[-1] if ids else None
 
     def _sge_gone(self, job_id: str) -> bool:
         """Whether qmaster answers that it no longer has the job (``qstat -j ID``)."""
@@ -570,9 +608,11 @@ class DrmaaScheduler(CommandLineScheduler):
             return False
 
     def _forget_submission(self, name: str) -> None:
-        """Delete (best effort) the SGE job named ``name``, if it exists: it is not tracked."""
+        """Delete (best effort) the job named ``name``, if it exists: it is not tracked."""
+        family = implementation_family(self.implementation)
+        argv = ["scancel", f"--name={name}"] if family == "slurm" else ["qdel", name]
         try:
-            self.runner.run(["qdel", name], check=False)
+            self.runner.run(argv, check=False)
         except CommandError as exc:
             if self.logger:
                 self.logger.warning("cannot delete the untracked job %s: %s", name, exc)

@@ -7,6 +7,7 @@ with ``PYTHONPATH=/src``:
   DRMAA calls fail, hang or lose their answer (:func:`inject_drmaa_faults`); 50 jobs in flight
   while the host restarts ``sge_qmaster`` and ``sge_execd`` (a file handshake in
   ``$SOMA_RELIABILITY_DIR``); 2,000 jobs from 8 threads.
+* DRMAA on Slurm 22.05 (``slurm-drmaa`` cluster, where its source is): the same 200 jobs under faults.
 * MPI (``mpi`` cluster, rank 0 of ``mpirun ... mpi_scheduler -m pytest``): 2,000 jobs from 8 threads.
 
 ``$SOMA_RELIABILITY_DIR`` is a directory of the cluster's shared directory (every host sees it).
@@ -57,7 +58,23 @@ def sge_jobs_named(prefix: str) -> dict[str, str]:
     return {n: name for n, name in jobs.items() if name.startswith(prefix)}
 
 
-def test_sge_200_jobs_under_20_percent_drmaa_faults() -> None:
+def slurm_jobs_named(prefix: str) -> dict[str, str]:
+    """Slurm job id -> name of alice's jobs whose name starts with ``prefix``, live or ended."""
+    jobs: dict[str, str] = {}
+    live = subprocess.run(["squeue", "-h", "-t", "all", "-u", "alice", "-o", "%i|%j"],
+                          capture_output=True, text=True, check=True).stdout
+    acct = subprocess.run(["sacct", "-n", "-X", "-P", "-u", "alice", "-S", "now-2hours", "-o", "JobIDRaw,JobName"],
+                          capture_output=True, text=True, check=True).stdout
+    for line in (live + acct).splitlines():
+        number, _, name = line.partition("|")
+        jobs[number] = name
+    return {n: name for n, name in jobs.items() if name.startswith(prefix)}
+
+
+def drmaa_200_jobs_under_faults(drms: str, jobs_named: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """200 jobs while 20 % of the DRMAA calls fail, hang or lose their answer: every job tracked to
+    its true end, or refused and absent from the DRMS (a lost ``runJob`` is found by the job's name)."""
+    caplog.set_level("WARNING", logger="soma_schedulers")
     name = f"rel{uuid.uuid4().hex[:8]}"
     sched = drmaa_scheduler(command_retries=2)
     sched.runner.backoff = 0.1
@@ -70,19 +87,29 @@ def test_sge_200_jobs_under_20_percent_drmaa_faults() -> None:
     wrong = wrong_end_states(sched, tracked, status)
     counts = dict(plan.counts)
     sched.clean()
-    time.sleep(2.0)  # SGE's accounting file is flushed every second
-    in_sge = sge_jobs_named(f"{name}.soma")
-    print(f"\nSGE/DRMAA: {N_JOBS} jobs, {sum(counts.values())} DRMAA calls, faults injected: "
-          f"{ {k: v for k, v in counts.items() if k != 'ok'} }; tracked {len(tracked)}, refused at submission "
+    time.sleep(2.0)  # SGE's accounting file is flushed every second; Slurm's lags as much
+    in_drms = jobs_named(f"{name}.soma")
+    found = sum("found job" in r.getMessage() for r in caplog.records)
+    print(f"\n{drms}/DRMAA: {N_JOBS} jobs, {sum(counts.values())} DRMAA calls, faults injected: "
+          f"{ {k: v for k, v in counts.items() if k != 'ok'} }; tracked {len(tracked)} ({found} found by name "
+          f"after a lost runJob), refused at submission "
           f"{len(refused)}, wrong end states {len(wrong)}, longest undetermined {longest:.1f} s, "
           f"{time.monotonic() - t0:.0f} s")
     assert plan.injected >= N_JOBS // 10, counts
     assert counts.get("lost", 0) and counts.get("fail", 0) and counts.get("hang", 0), counts
     assert not wrong, wrong
-    # Every job SGE has under this run's name is one we track: none lost, none run twice, refused ones absent.
-    assert set(in_sge) == set(tracked), (sorted(set(in_sge) - set(tracked)), sorted(set(tracked) - set(in_sge)))
+    # Every job the DRMS has under this run's name is one we track: none lost, none run twice, refused ones absent.
+    assert set(in_drms) == set(tracked), (sorted(set(in_drms) - set(tracked)), sorted(set(tracked) - set(in_drms)))
     assert all(r and "cannot submit" in r for r in refused), refused
     assert longest < UNDETERMINED_TIMEOUT
+
+
+def test_sge_200_jobs_under_20_percent_drmaa_faults(caplog: pytest.LogCaptureFixture) -> None:
+    drmaa_200_jobs_under_faults("SGE", sge_jobs_named, caplog)
+
+
+def test_slurm_drmaa_200_jobs_under_20_percent_drmaa_faults(caplog: pytest.LogCaptureFixture) -> None:
+    drmaa_200_jobs_under_faults("Slurm", slurm_jobs_named, caplog)
 
 
 def test_sge_daemon_restarts_with_50_jobs_in_flight(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,4 +1,4 @@
-"""Reliability of the DRMAA (SGE 8.1.9) and MPI backends, which run inside their clusters (issue 8).
+"""Reliability of the DRMAA (SGE 8.1.9, slurm-drmaa) and MPI backends, which run inside their clusters (issue 8).
 
 The tests themselves are ``tests/containers/reliability_inside.py``, run in the controller as
 alice with ``PYTHONPATH=/src`` (libdrmaa and mpi4py exist only there); this file starts each
@@ -7,7 +7,8 @@ here), and fails with the inside run's output when it fails:
 
 * 200 jobs through DrmaaScheduler while 20 % of the DRMAA calls fail, hang or lose their answer;
 * 50 jobs in flight while ``sge_qmaster``, then ``sge_execd``, restart;
-* 2,000 jobs from 8 threads through DrmaaScheduler on SGE and through MPIScheduler (3 ranks).
+* 2,000 jobs from 8 threads through DrmaaScheduler on SGE and through MPIScheduler (3 ranks);
+* the 200 jobs under DRMAA faults again on slurm-drmaa, where its source is (it skips otherwise).
 
 ``SOMA_RELIABILITY_JOBS`` (200), ``SOMA_LOAD_JOBS`` (2000) and ``SOMA_SGE_LOAD_JOBS`` (default: the
 same) change the counts. On 2 cores the file takes about 5 minutes, 3 of them the 2,000 SGE jobs.
@@ -170,3 +171,8 @@ def test_sge_load_2000_jobs_8_threads(clusters: Clusters) -> None:
 
 def test_mpi_load_2000_jobs_8_threads(clusters: Clusters) -> None:
     Inside(clusters.get("mpi"), "test_mpi_load_2000_jobs_8_threads", mpi=True).wait(1800)
+
+
+def test_slurm_drmaa_200_jobs_under_20_percent_drmaa_faults(clusters: Clusters) -> None:
+    """slurm-drmaa builds from its upstream source: without it this test skips, saying so."""
+    Inside(clusters.get("slurm-drmaa"), "test_slurm_drmaa_200_jobs_under_20_percent_drmaa_faults").wait(900)
