@@ -46,14 +46,16 @@ poll not yet asked: the DRMS is down), at most ``undetermined_timeout``
 seconds, then ``failed``/``aborted`` with the reason kept. An end that
 ``wait`` gave (libdrmaa gives it once) is kept until the job's record takes
 it, whatever fails in the same poll. A submission is never retried blindly:
-on SGE the job name carries a unique token (``<name>.soma<hex>``, name
-``job`` by default), and after such a failure the job is looked for by that
-name (``qstat -j``, then ``qacct -j`` for a job that ended at once): found, it
-is tracked; absent, ``runJob`` is retried (up to ``command_retries`` times);
-when SGE cannot be asked either, the submission fails with the reason, the job
-is deleted by name (``qdel``, best effort) and its script removed, so a job
-that SGE did create runs nothing. Other implementations (no lookup) fail the
-submission at once with the reason, the script removed likewise. A DRMAA call
+on SGE and Slurm the job name carries a unique token (``<name>.soma<hex>``,
+name ``job`` by default), and after such a failure the job is looked for by
+that name (SGE: ``qstat -j``, then ``qacct -j`` for a job that ended at once;
+Slurm: ``squeue --name``, then ``sacct --name``): found, it is tracked;
+absent, ``runJob`` is retried (up to ``command_retries`` times); when the DRMS
+cannot be asked either, the submission fails with the reason, the job is
+deleted by name (``qdel``, ``scancel --name``; best effort) and its script
+removed, so a job that the DRMS did create runs nothing. Other implementations
+(no lookup: PBS) fail the submission at once with the reason, the script
+removed likewise. A DRMAA call
 cannot be interrupted: one that blocks in libdrmaa (SGE: up to its GDI timeout
 while qmaster is down) blocks the scheduler's DRMAA calls until it returns. SGE's DRMAA session survives restarts of
 ``sge_qmaster`` and ``sge_execd`` (calls fail while qmaster is down; the ends
