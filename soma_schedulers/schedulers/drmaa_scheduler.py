@@ -103,7 +103,7 @@ from ..job import Job
 from ..scheduler import CAPABILITIES
 from ..scripts import LAUNCH_ERROR_EXIT, build_script
 from ..usage import format_usage, memory_to_kb, parse_hms
-from .slurm_scheduler import run_sacct, split_sacct
+from .slurm_scheduler import complete_lines, run_sacct, split_sacct
 
 __all__ = ["DrmaaScheduler", "job_name", "usage_from_rusage"]
 
@@ -148,9 +148,12 @@ SGE_WAIT_FALLBACK = 10.0
 SGE_ACCOUNTING_EVERY = 2.0
 #: Attempts at finding a submission whose answer was lost (SGE may be failing right now).
 LOOKUP_ATTEMPTS = 5
-#: How a lost submission is looked for, by implementation family (the method taking the job's
-#: unique name): the others cannot be asked, so their submissions are not retried.
-_NAME_LOOKUPS = {"sge": "_sge_job_named", "slurm": "_slurm_job_named"}
+#: By implementation family: how a lost submission is looked for (the method taking the job's
+#: unique name) and deleted by that name. The others cannot be asked: no retry.
+_BY_NAME: dict[str, tuple[str, Callable[[str], list[str]]]] = {
+    "sge": ("_sge_job_named", lambda name: ["qdel", name]),
+    "slurm": ("_slurm_job_named", lambda name: ["scancel", f"--name={name}"]),
+}
 _SGE_JOB_NUMBER = re.compile(r"^job_number:\s+(\d+)\s*$", re.MULTILINE)
 _SGE_ACCT_NUMBER = re.compile(r"^jobnumber\s+(\d+)\s*$", re.MULTILINE)
 _SACCT_FIELDS = "JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NodeList"
@@ -248,11 +251,6 @@ def implementation_family(implementation: str) -> str:
 def family_name(family: str) -> str:
     """The DRMS an implementation family names, for messages."""
     return {"sge": "SGE", "slurm": "Slurm", "pbs": "PBS"}.get(family, family)
-
-
-def _complete_words(out: str) -> list[str]:
-    """The words of a command's output, none from a last line cut short (no final newline)."""
-    return out.rsplit("\n", 1)[0].split() if "\n" in out else []
 
 
 def parse_qacct(text: str) -> dict[str, str]:
@@ -488,7 +486,7 @@ class DrmaaScheduler(CommandLineScheduler):
         d = self._drmaa
         last: BaseException | None = None
         family = implementation_family(self.implementation)
-        findable = family in _NAME_LOOKUPS
+        findable = family in _BY_NAME
         name = job_name(job.name) if job.name else None
         if findable:  # the token finds the job again when runJob's answer is lost
             name = f"{(name or 'job')[:100]}{TOKEN_MARK}{uuid.uuid4().hex[:16]}"
@@ -506,9 +504,9 @@ class DrmaaScheduler(CommandLineScheduler):
                     raise SubmissionError(f"cannot submit: DRMAA: {_one_line(exc)} (if the DRMS made the job, "
                                           "it runs nothing: its script is removed)") from None
                 try:
-                    found = self._find_submitted(name, since)
+                    found = self._find_submitted(family, name, since)
                 except _LookupFailed as why:
-                    self._forget_submission(name)
+                    self._forget_submission(family, name)
                     raise SubmissionError(
                         f"cannot submit: DRMAA: {_one_line(exc)}; whether {family_name(family)} has the job is unknown ({why}): "
                         f"job {name} deleted by name, its script removed") from None
@@ -556,10 +554,10 @@ class DrmaaScheduler(CommandLineScheduler):
             return None
         raise CommandError(argv, result.returncode, result.stderr, result.stdout)
 
-    def _find_submitted(self, name: str, since: float) -> str | None:
+    def _find_submitted(self, family: str, name: str, since: float) -> str | None:
         """The job named ``name`` (a unique token), live or ended, None when the DRMS has none
-        (:data:`_NAME_LOOKUPS`). Raises _LookupFailed when it cannot tell after LOOKUP_ATTEMPTS tries."""
-        ask = getattr(self, _NAME_LOOKUPS[implementation_family(self.implementation)])
+        (:data:`_BY_NAME`). Raises _LookupFailed when it cannot tell after LOOKUP_ATTEMPTS tries."""
+        ask = getattr(self, _BY_NAME[family][0])
         last: Exception | None = None
         for attempt in range(LOOKUP_ATTEMPTS):
             if attempt:
@@ -587,20 +585,13 @@ class DrmaaScheduler(CommandLineScheduler):
     def _slurm_job_named(self, name: str, since: float) -> str | None:
         """Slurm's job named ``name``: in the controller (``squeue``, ended ones for MinJobAge), else
         in the accounting (``sacct``; none without accounting storage)."""
-        out = self.runner.run(["squeue", "-h", "-t", "all", f"--name={name}", "-o", "%i"]).stdout
-        ids = _complete_words(out)
-        if ids:
-            return ids[0]
+        live = complete_lines(self.runner.run(["squeue", "-h", "-t", "all", f"--name={name}", "-o", "%i"]).stdout)
+        if live:
+            return live[0].strip()
         hours = int((time.monotonic() - since) // 3600) + 1
-        try:
-            out = self.runner.run(["sacct", "-n", "-X", "-P", f"--name={name}", "-S", f"now-{hours}hours",
-                                   "-o", "JobIDRaw"]).stdout
-        except CommandError as exc:
-            if "accounting storage is disabled" in (exc.stderr + exc.stdout).lower():
-                return None
-            raise
-        ids = _complete_words(out)
-        return ids[-1] if ids else None
+        out = run_sacct(self.runner, (), "JobIDRaw", select=["-X", f"--name={name}", "-S", f"now-{hours}hours"])
+        ended = complete_lines(out or "")
+        return ended[-1].strip() if ended else None
 
     def _sge_gone(self, job_id: str) -> bool:
         """Whether qmaster answers that it no longer has the job (``qstat -j ID``)."""
@@ -609,12 +600,10 @@ class DrmaaScheduler(CommandLineScheduler):
         except CommandError:
             return False
 
-    def _forget_submission(self, name: str) -> None:
+    def _forget_submission(self, family: str, name: str) -> None:
         """Delete (best effort) the job named ``name``, if it exists: it is not tracked."""
-        family = implementation_family(self.implementation)
-        argv = ["scancel", f"--name={name}"] if family == "slurm" else ["qdel", name]
         try:
-            self.runner.run(argv, check=False)
+            self.runner.run(_BY_NAME[family][1](name), check=False)
         except CommandError as exc:
             if self.logger:
                 self.logger.warning("cannot delete the untracked job %s: %s", name, exc)
@@ -639,7 +628,7 @@ class DrmaaScheduler(CommandLineScheduler):
                     for other in ids[n:]:  # a session-wide failure: the others' clocks start now too
                         self._wait_failing.setdefault(other, now)
                     first = self._wait_failing[job_id]
-                    if (sge and state is not None and time.monotonic() - first >= SGE_WAIT_FALLBACK
+                    if (sge and state is not None and now - first >= SGE_WAIT_FALLBACK
                             and self._sge_gone(job_id)):
                         # libdrmaa keeps failing to say how the job ended (its event client is
                         # gone) and qmaster no longer has it: an end without its facts, which

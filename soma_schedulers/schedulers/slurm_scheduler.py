@@ -63,10 +63,12 @@ def complete_lines(text: str) -> list[str]:
     return [line for line in lines[:-1] if line]
 
 
-def run_sacct(runner: CommandRunner, ids: Sequence[str], fields: str) -> str | None:
-    """``sacct -n -P -j IDS -o FIELDS`` output; None when accounting storage is disabled."""
+def run_sacct(runner: CommandRunner, ids: Sequence[str], fields: str, select: Sequence[str] = ()) -> str | None:
+    """``sacct -n -P -j IDS -o FIELDS`` output (``select``: other selecting options instead of
+    ``-j IDS``); None when accounting storage is disabled."""
+    selection = list(select) or ["-j", ",".join(ids)]
     try:
-        out: str = runner.run(["sacct", "-n", "-P", "-j", ",".join(ids), "-o", fields]).stdout
+        out: str = runner.run(["sacct", "-n", "-P", *selection, "-o", fields]).stdout
     except CommandError as exc:
         if "accounting storage is disabled" in (exc.stderr + exc.stdout).lower():
             return None
