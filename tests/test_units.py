@@ -280,6 +280,34 @@ def test_slurm_output_cut_at_any_byte_never_gives_a_wrong_end() -> None:
     assert cases > 2000
 
 
+def test_slurm_half_written_accounting_record_is_not_believed() -> None:
+    """Recorded in a CI run (Slurm 22.05 under load): sacct had the job's end but not yet its exit
+    code (``FAILED|0:0``, ``.batch`` still ``RUNNING``); slurmctld had logged WEXITSTATUS 1."""
+    half = ("128|FAILED|0:0|2026-11-25T03:53:24|1|00:00:00||1|slurm|None|\n"
+            "128.batch|RUNNING|0:0|2026-11-25T03:53:24|1|00:00:00||1|slurm||\n")
+    full = ("128|FAILED|1:0|2026-11-25T03:53:24|1|00:00:00||1|slurm|None|\n"
+            "128.batch|FAILED|1:0|2026-11-25T03:53:24|1|00:00:00||1|slurm||\n")
+    answers = {"squeue": "128|FAILED|NonZeroExitCode|2026-11-25T03:53:24|soma_token:x\n", "sacct": half}
+
+    def run(argv: list[str], **kw: object) -> CommandResult:
+        return CommandResult(tuple(argv), 0, answers[argv[0]], "", 0.0)
+
+    s = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, options={"accounting_grace": 0.3}))
+    s.runner.run = run  # type: ignore[method-assign,assignment]
+    s.track_job("128")
+    assert s.get_job_status("128") == C.RUNNING  # not done with exit code 0
+    answers["sacct"] = full
+    assert s.get_job_exit_info("128")[:3] == (C.FINISHED_REGULARLY, 1, None)
+    # a step that stays live (its end never recorded): the job's line is believed after the grace
+    s2 = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, options={"accounting_grace": 0.3}))
+    s2.runner.run = run  # type: ignore[method-assign,assignment]
+    answers["squeue"], answers["sacct"] = "", half.replace("FAILED|0:0", "FAILED|1:0", 1)
+    s2.track_job("128")
+    assert s2.get_job_status("128") == C.UNDETERMINED
+    time.sleep(0.35)
+    assert s2.get_job_exit_info("128")[:3] == (C.FINISHED_REGULARLY, 1, None)
+
+
 def test_slurm_lost_sbatch_answer_is_found_by_token() -> None:
     from soma_schedulers.errors import CommandTimeoutError as Timeout
 

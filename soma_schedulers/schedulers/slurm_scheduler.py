@@ -125,6 +125,7 @@ class SlurmScheduler(CommandLineScheduler):
         self._accounting: bool | None = None  # unknown until sacct is first asked
         self._comments: dict[str, str] = {}
         self._ended_seen: dict[str, float] = {}
+        self._steps_running: dict[str, float] = {}  # job -> when sacct first said ended, a step still live
         self.accounting_grace = float(self.config.options.get("accounting_grace", 10.0))
 
     # -- submission -------------------------------------------------------------------------
@@ -280,6 +281,8 @@ class SlurmScheduler(CommandLineScheduler):
             state = f[1].split()[0] if f[1] else ""
             if state not in _ENDED:
                 continue
+            if self._half_recorded(job_id, steps.get(job_id, [])):
+                continue
             if f[10].startswith(LAUNCH_MARK):
                 self._comments[job_id] = f[10]
             code, sig = parse_exit_code(f[2])
@@ -298,6 +301,19 @@ class SlurmScheduler(CommandLineScheduler):
                                  ncpus=int(f[7]) if f[7].isdigit() else None) if started else None
             result[job_id] = self._observation(job_id, state, code, sig, started, usage or None)
         return result
+
+    def _half_recorded(self, job_id: str, steps: list[list[str]]) -> bool:
+        """Whether the job's accounting record is not complete yet: slurmdbd has its end but a step
+        still live (seen under load: ``FAILED|0:0`` with ``.batch`` ``RUNNING``, the job's exit
+        code written a moment later). Believed as it is after ``accounting_grace`` seconds."""
+        if not any(step[1].split()[0] in _LIVE for step in steps if step[1]):
+            self._steps_running.pop(job_id, None)
+            return False
+        now = time.monotonic()
+        if now - self._steps_running.setdefault(job_id, now) < self.accounting_grace:
+            return True
+        del self._steps_running[job_id]
+        return False
 
     def _squeue_exit_codes(self, ids: list[str], ended: dict[str, str]) -> dict[str, Observation]:
         """Exit codes from squeue (raw wait status) when accounting cannot tell."""
