@@ -7,14 +7,17 @@ bridge:
 
 * an explicit **prefix** (``BridgeConfig(mode="prefix")``, e.g. ``docker exec
   -i NAME`` or ``sudo -u alice``): arguments stay separate argv items, no
-  shell sees them;
+  shell sees them; with ``shells`` the commands run instead on long-lived
+  ``/bin/sh`` processes started through the prefix (quoted with
+  :func:`shlex.join`, as over ssh), which saves the prefix's own cost per
+  command (about 80 ms for ``docker exec``);
 * **ssh** (``mode="ssh"``): ``ssh -T -o BatchMode=yes ... -- HOST``, the
   command line built with :func:`shlex.join` (POSIX quoting: every byte
   reaches the command unchanged through sh, dash, bash, ksh or zsh). By
   default (``reuse``) one connection is kept (a ControlMaster started on
   first use, its socket in a private 0700 directory, ``ControlPersist``)
   and commands run on long-lived ``/bin/sh`` processes opened over it
-  (:class:`_RemoteShell`, at most ``max_sessions`` at once, one command at
+  (:class:`~soma_schedulers.shells.ShellPool`, at most ``max_sessions`` at once, one command at
   a time each): a poll then costs what it costs on the host, where a new
   ssh process and session per command would add about 6 ms and a new
   connection about 200 ms (``benchmarks/bench_bridge.py``). Commands are
@@ -51,15 +54,12 @@ network); otherwise no bridge (the missing command then gives a
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import os
 import re
-import selectors
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -71,6 +71,7 @@ from dataclasses import dataclass
 
 from .config import BridgeConfig
 from .errors import BridgeError, CommandError, CommandNotFoundError, CommandTimeoutError
+from .shells import ShellGone, ShellPool, kill_group
 
 __all__ = ["CommandResult", "CommandRunner", "container_markers", "in_container", "runtime_signs"]
 
@@ -166,19 +167,6 @@ class CommandResult:
     seconds: float
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill ``proc`` and its process group, reap it, close its pipes (never blocks on them)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
-    proc.wait()
-    for pipe in (proc.stdin, proc.stdout, proc.stderr):
-        if pipe is not None:
-            with contextlib.suppress(OSError):
-                pipe.close()
-
-
 def _execute(argv: Sequence[str], input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
     """Run ``argv`` in its own session; SIGKILL its whole process group after ``timeout``.
 
@@ -191,7 +179,7 @@ def _execute(argv: Sequence[str], input: bytes | None, timeout: float) -> tuple[
     try:
         out, err = proc.communicate(input, timeout=max(timeout, 0.001))
     except BaseException:  # the timeout, or an interrupt: leave nothing behind
-        _kill_group(proc)
+        kill_group(proc)
         raise
     return proc.returncode, out, err
 
@@ -211,95 +199,6 @@ _SSH_FAILURES = (
         r"banner exchange|Connection reset by peer")),
 )
 _SSH_OWN = re.compile(r"^(?:ssh:|mux_client|Control socket|ControlSocket|Connection to .* closed)", re.M)
-
-
-class _ShellGone(Exception):
-    """The remote shell ended (its ssh session closed); ``args[0]`` is what it said on stderr."""
-
-
-class _RemoteShell:
-    """One ``/bin/sh`` on the host, kept open over one ssh session, running one command at a time.
-
-    Each command is a line of the shell's input: the command (quoted with
-    :func:`shlex.join`) with its stdin redirected (``/dev/null``, or a
-    here-document decoded by ``base64 -d``, so any bytes get through), then
-    its exit status and a random end mark printed on stdout and on stderr.
-    A poll then costs a fork and exec on the host, as a direct call does,
-    instead of an ssh process and a new session (see benchmarks/bench_bridge.py).
-    """
-
-    def __init__(self, client: Sequence[str], login: bool = True) -> None:
-        self.token = os.urandom(16).hex()
-        # /bin/sh reads the commands, whatever the user's login shell (`exec` is in every shell).
-        shell = "exec /bin/sh -l" if login else "exec /bin/sh"
-        self.proc = subprocess.Popen([*client, shell], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            os.set_blocking(pipe.fileno(), False)  # type: ignore[union-attr]
-        self.used = time.monotonic()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def script(self, command: str, input: bytes | None) -> bytes:
-        t = self.token
-        if input is None:
-            line = f"{command} </dev/null; soma_rc=$?\n"
-        else:
-            data = base64.encodebytes(input).decode("ascii")
-            # The here-document starts after the line's first unquoted newline: after `soma_rc=$?`.
-            line = f"base64 -d <<'{t}' | {{ {command}; }}; soma_rc=$?\n{data}{t}\n"
-        return f"{line}printf '\\n%s %s\\n' {t} \"$soma_rc\"; printf '\\n%s\\n' {t} >&2\n".encode()
-
-    def run(self, command: str, input: bytes | None, deadline: float) -> tuple[int, bytes, bytes]:
-        """Run one command line; raises TimeoutExpired at ``deadline``, _ShellGone if the shell ends."""
-        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
-        pending = memoryview(self.script(command, input))
-        token = self.token.encode()
-        out_mark, err_mark = b"\n" + token + b" ", b"\n" + token + b"\n"
-        out, err = bytearray(), bytearray()
-        rc: int | None = None
-        err_done = False
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdin, selectors.EVENT_WRITE)
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            sel.register(self.proc.stderr, selectors.EVENT_READ)
-            while rc is None or not err_done:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise subprocess.TimeoutExpired(command, 0)
-                for key, _ in sel.select(remaining):
-                    if key.fileobj is self.proc.stdin:
-                        try:
-                            pending = pending[os.write(key.fd, pending):]
-                        except BrokenPipeError:
-                            raise _ShellGone(bytes(err).decode("utf-8", "replace")) from None
-                        if not pending:
-                            sel.unregister(self.proc.stdin)
-                        continue
-                    data = os.read(key.fd, 65536)
-                    if not data:
-                        raise _ShellGone(bytes(err).decode("utf-8", "replace"))
-                    (out if key.fileobj is self.proc.stdout else err).extend(data)
-                if rc is None:
-                    at = out.find(out_mark)
-                    end = out.find(b"\n", at + len(out_mark)) if at >= 0 else -1
-                    if end >= 0:
-                        rc = int(out[at + len(out_mark):end])
-                        del out[at:]
-                if not err_done and err.endswith(err_mark):
-                    err_done = True
-                    del err[-len(err_mark):]
-        self.used = time.monotonic()
-        return rc, bytes(out), bytes(err)
-
-    def close(self, wait: float = 0.0) -> None:
-        """End the shell: EOF on its input, then SIGKILL after ``wait`` seconds."""
-        with contextlib.suppress(OSError):
-            self.proc.stdin.close()  # type: ignore[union-attr]
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(wait)
-        _kill_group(self.proc)
 
 
 class _SshBridge:
@@ -337,12 +236,10 @@ class _SshBridge:
         self.client = [*opts, "-o", "ControlMaster=no", "--", host]
         self._master_lock = threading.Lock()
         # Shells over the shared connection: at most max_sessions (sshd allows MaxSessions, 10, per
-        # connection), made when every one is busy, each used by one command at a time.
-        self.max_shells = max(1, max_sessions)
-        self._shells: list[_RemoteShell] = []
-        self._idle: list[_RemoteShell] = []
-        self._starting = 0
-        self._shell_cond = threading.Condition()
+        # connection), made when every one is busy, each used by one command at a time. /bin/sh reads
+        # the commands, whatever the user's login shell (`exec` is in every shell).
+        shell = "exec /bin/sh -l" if self.login else "exec /bin/sh"
+        self.pool = ShellPool([*self.client, shell], max_sessions, self.ensure_master)
         self._finalizer = weakref.finalize(self, _stop_master, list(opts), host, self.control_dir, os.getpid())
 
     def remote_command(self, argv: Sequence[str]) -> str:
@@ -390,7 +287,7 @@ class _SshBridge:
                 try:
                     rc = proc.wait(timeout=max(timeout, 0.001))
                 except subprocess.TimeoutExpired:
-                    _kill_group(proc)
+                    kill_group(proc)
                     raise CommandTimeoutError(argv, round(timeout, 1),
                                               f"(connecting to the ssh bridge host {self.target})") from None
                 err.seek(0)
@@ -408,58 +305,7 @@ class _SshBridge:
             if self.login:
                 command = f"exec /bin/sh -lc {shlex.quote(command)}"
             return _execute([*self.client, command], input, deadline - time.monotonic())
-        shell = self._take_shell(argv, deadline)
-        try:
-            result = shell.run(self.remote_command(argv), input, deadline)
-        except BaseException:
-            self._drop(shell)
-            raise
-        with self._shell_cond:
-            self._idle.append(shell)
-            self._shell_cond.notify()
-        return result
-
-    def _take_shell(self, argv: Sequence[str], deadline: float) -> _RemoteShell:
-        with self._shell_cond:
-            while True:
-                while self._idle:
-                    shell = self._idle.pop()
-                    if shell.alive():
-                        return shell
-                    self._forget(shell)
-                if len(self._shells) + self._starting < self.max_shells:
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._shell_cond.wait(remaining):
-                    raise subprocess.TimeoutExpired(list(argv), 0)
-            self._starting += 1
-        started: _RemoteShell | None = None
-        try:
-            self.ensure_master(argv, deadline)
-            started = _RemoteShell(self.client, self.login)
-            started.run(":", None, deadline)  # the login shell's greeting, if any, goes here
-        except BaseException:
-            if started is not None:
-                started.close()
-                started = None
-            raise
-        finally:
-            with self._shell_cond:
-                self._starting -= 1
-                if started is not None:
-                    self._shells.append(started)
-                self._shell_cond.notify()
-        return started
-
-    def _forget(self, shell: _RemoteShell) -> None:
-        if shell in self._shells:
-            self._shells.remove(shell)
-        self._shell_cond.notify()
-
-    def _drop(self, shell: _RemoteShell) -> None:
-        shell.close()
-        with self._shell_cond:
-            self._forget(shell)
+        return self.pool.run(self.remote_command(argv), input, deadline, argv)
 
     def failure(self, argv: Sequence[str], rc: int, stderr: str) -> BridgeError | None:
         """The BridgeError for an ssh exit status 255, or None if ssh did not complain."""
@@ -480,13 +326,7 @@ class _SshBridge:
         return None
 
     def close(self) -> None:
-        with self._shell_cond:
-            shells, self._shells, self._idle = self._shells, [], []
-        for shell in shells:  # EOF to all first: they end together
-            with contextlib.suppress(OSError):
-                shell.proc.stdin.close()  # type: ignore[union-attr]
-        for shell in shells:
-            shell.close(wait=1.0)
+        self.pool.close()
         self._finalizer()
 
 
@@ -537,6 +377,7 @@ class CommandRunner:
         self._resolved = False
         self._prefix: list[str] = []
         self._ssh: _SshBridge | None = None
+        self._shells: ShellPool | None = None
 
     # -- bridge ---------------------------------------------------------------------------
     def _resolve(self) -> tuple[list[str], _SshBridge | None]:
@@ -553,6 +394,8 @@ class CommandRunner:
         if b.mode == "none":
             return [], None
         if b.mode == "prefix":
+            if b.shells:
+                self._shells = ShellPool([*b.prefix, "/bin/sh"], self.max_sessions)
             return list(b.prefix), None
         if b.mode == "auto":
             if self.probe_command is None or shutil.which(self.probe_command):
@@ -643,10 +486,19 @@ class CommandRunner:
         try:
             if ssh is not None:
                 rc, out, err = ssh.run(argv, input, deadline)
+            elif self._shells is not None:
+                command = shlex.join(argv)
+                if self.bridge.shared_dir:
+                    command = f"cd -- {shlex.quote(self.bridge.shared_dir)} && {command}"
+                rc, out, err = self._shells.run(command, input, deadline, argv)
             else:
                 rc, out, err = _execute(full, input, deadline - time.monotonic())
-        except _ShellGone as gone:
-            assert ssh is not None
+        except ShellGone as gone:
+            if ssh is None:
+                text = gone.args[0].strip()
+                gone_host = "Error response from daemon" in text or "No such container" in text
+                raise BridgeError(argv, None, f"bridge {shlex.join(prefix)}: its shell ended: {text or 'no message'}",
+                                  reason="unreachable" if gone_host else "failed") from None
             failure = ssh.failure(argv, 255, gone.args[0])
             if failure is None or failure.reason == "failed":
                 failure = BridgeError(argv, None, f"ssh bridge to {ssh.target}: the remote shell ended during "
@@ -685,9 +537,12 @@ class CommandRunner:
         return result
 
     def close(self) -> None:
-        """Stop a reused ssh connection and remove its private socket directory."""
+        """Stop a reused ssh connection (removing its private socket directory) and kept shells."""
         with self._lock:
             ssh, self._ssh = self._ssh, None
+            shells, self._shells = self._shells, None
             self._resolved = False
         if ssh is not None:
             ssh.close()
+        if shells is not None:
+            shells.close()

@@ -248,9 +248,9 @@ def test_reused_shell_protocol(fake_ssh: None) -> None:
         t.join()
     assert {i: json.loads(out) for i, out in results.items()} == {i: [f"job {i}", "'$x'"] for i in range(12)}
     ssh = runner._ssh
-    assert ssh is not None and 1 <= len(ssh._shells) <= 3  # the pool never exceeds max_sessions
+    assert ssh is not None and 1 <= ssh.pool.count() <= 3  # the pool never exceeds max_sessions
     runner.close()
-    assert not ssh._shells
+    assert not ssh.pool.count()
 
 
 @pytest.mark.parametrize("reuse", [True, False])
@@ -355,6 +355,63 @@ def test_prefix_host_gone() -> None:
     assert info.value.reason == "unreachable"
 
 
+# -- prefix with kept shells (BRIDGE_SHELLS) ------------------------------------------------------------
+
+def _shell_pids(runner: CommandRunner) -> set[int]:
+    pool = runner._shells
+    assert pool is not None
+    return {s.proc.pid for s in pool._shells}
+
+
+def test_prefix_shells_keep_argv_stdin_and_exit_codes(tmp_path: Path) -> None:
+    # "env" keeps its stdin open, as "docker exec -i NAME" does: the shells are started through it.
+    runner = CommandRunner(BridgeConfig(mode="prefix", prefix=("env",), shells=True, shared_dir=str(tmp_path)),
+                           retries=0)
+    argv = ["a b", "$HOME", "`id`", "'", '"', "\\", "\n", "", "é中😀", "-n"]
+    out = runner.run([sys.executable, "-c", "import json, os, sys; print(json.dumps([sys.argv[1:], os.getcwd()]))",
+                      *argv])
+    assert json.loads(out.stdout) == [argv, str(tmp_path)]
+    data = bytes(range(256)) * 3
+    hexed = runner.run([sys.executable, "-c", "import sys; print(sys.stdin.buffer.read().hex())"], input=data)
+    assert hexed.stdout.strip() == data.hex()  # every byte of stdin arrives
+    failed = runner.run(["sh", "-c", "echo oops >&2; exit 3"], check=False)
+    assert (failed.returncode, failed.stdout, failed.stderr) == (3, "", "oops\n")
+    with pytest.raises(CommandNotFoundError, match="no-such-command-42 not found"):
+        runner.run(["no-such-command-42"])
+    pids = _shell_pids(runner)
+    assert len(pids) == 1  # one kept shell served every command, one at a time
+    runner.close()
+    assert runner._shells is None
+
+
+def test_prefix_shells_used_from_threads_and_after_a_shell_dies() -> None:
+    runner = CommandRunner(BridgeConfig(mode="prefix", prefix=("env",), shells=True), retries=0, max_sessions=3)
+    results: dict[int, str] = {}
+
+    def work(i: int) -> None:
+        results[i] = runner.run(["sh", "-c", f"sleep 0.2; echo {i}"]).stdout
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: f"{i}\n" for i in range(9)}
+    assert 1 <= len(_shell_pids(runner)) <= 3
+    for pid in _shell_pids(runner):
+        os.kill(pid, 9)
+    time.sleep(0.1)
+    assert runner.run(["echo", "again"]).stdout == "again\n"  # a dead shell is replaced
+    runner.close()
+
+
+def test_prefix_shells_container_gone() -> None:
+    gone = ("sh", "-c", "echo 'Error response from daemon: No such container: x' >&2; exit 1", "sh")
+    with pytest.raises(BridgeError, match="its shell ended: Error response from daemon") as info:
+        CommandRunner(BridgeConfig(mode="prefix", prefix=gone, shells=True), retries=0).run(["squeue"])
+    assert info.value.reason == "unreachable"
+
+
 # -- configuration ----------------------------------------------------------------------------------------
 
 def test_bridge_keys() -> None:
@@ -363,7 +420,8 @@ def test_bridge_keys() -> None:
         "BRIDGE_SSH_IDENTITY": "/k", "BRIDGE_SSH_OPTIONS": "-o 'ProxyJump=gw 1'", "BRIDGE_SSH_REUSE": "no",
         "BRIDGE_SHARED_DIR": "/shared", "BRIDGE_SSH_LOGIN": "no",
     }).bridge
-    assert cfg.login is False
+    assert cfg.login is False and cfg.shells is False
+    assert config_from_mapping({"BRIDGE_COMMAND": "docker exec -i x", "BRIDGE_SHELLS": "yes"}).bridge.shells is True
     assert (cfg.mode, cfg.host, cfg.user, cfg.port, cfg.identity_file, cfg.reuse, cfg.shared_dir) == (
         "ssh", "login1", "bob", 2222, "/k", False, "/shared")
     assert cfg.ssh_options == ("-o", "ProxyJump=gw 1")
