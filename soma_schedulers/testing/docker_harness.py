@@ -65,6 +65,7 @@ __all__ = [
     "ImageUnavailable",
     "NodeLayout",
     "SourceUnavailable",
+    "attach_cluster",
     "build_cluster_images",
     "build_spec_image",
     "cleanup_stale",
@@ -121,6 +122,8 @@ class ClusterSpec:
     upstream_source: bool = False
     #: Environment given to every container of the cluster (on top of the layout's).
     environment: dict[str, str] = field(default_factory=dict)
+    #: The DRMS's client commands a backend may run by name (shims on PATH, see ``testing.shims``).
+    client_commands: tuple[str, ...] = ()
 
 
 @dataclass
@@ -137,45 +140,55 @@ _SGE_LOGS = ("/var/spool/gridengine/qmaster/messages", "/var/spool/gridengine/ex
 _PBS_LOGS = ("/var/spool/pbs/server_logs/*", "/var/spool/pbs/mom_logs/*", "/var/spool/pbs/sched_logs/*")
 _TORQUE_LOGS = ("/var/spool/torque/server_logs/*", "/var/spool/torque/mom_logs/*", "/var/spool/torque/sched_logs/*")
 
+#: Client commands of each DRMS family, reachable from the host through shims (``testing.shims``).
+SLURM_COMMANDS = ("sbatch", "squeue", "sacct", "scancel", "scontrol", "sinfo", "srun", "salloc", "sstat",
+                  "sacctmgr", "sprio", "sshare")
+PBS_COMMANDS = ("qsub", "qstat", "qdel", "qhold", "qrls", "qalter", "qrerun", "qmove", "qsig", "qselect",
+                "qmgr", "pbsnodes", "tracejob")
+SGE_COMMANDS = ("qsub", "qstat", "qdel", "qhold", "qrls", "qalter", "qacct", "qconf", "qhost", "qmod",
+                "qselect", "qrsh")
+
 CLUSTERS: dict[str, ClusterSpec] = {
     s.name: s
     for s in (
         ClusterSpec("slurm", "slurm", "slurm", "debian:bookworm-slim", "soma-schedulers/slurm:22.05", 1,
-                    ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS),
+                    ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS, client_commands=SLURM_COMMANDS),
         ClusterSpec("slurm-cluster", "slurm", "slurm", "debian:bookworm-slim", "soma-schedulers/slurm:22.05", 2,
-                    ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS),
+                    ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS, client_commands=SLURM_COMMANDS),
         ClusterSpec("slurm-24.11", "slurm", "slurm", "debian:trixie-slim", "soma-schedulers/slurm:24.11", 1,
-                    ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS),
+                    ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS, client_commands=SLURM_COMMANDS),
         # no slurmdbd: exercises the backend's fallback (squeue exit codes) on a real daemon
         ClusterSpec("slurm-noacct", "slurm", "slurm", "debian:bookworm-slim", "soma-schedulers/slurm:22.05", 1,
                     ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS,
-                    environment={"SLURM_ACCOUNTING": "0"}),
+                    environment={"SLURM_ACCOUNTING": "0"}, client_commands=SLURM_COMMANDS),
         # the Slurm image plus sshd: the "host" of the out-of-container tests (testing/bridge.py)
         ClusterSpec("slurm-ssh", "slurm", "ssh-host", "soma-schedulers/slurm:22.05", "soma-schedulers/slurm-ssh:22.05",
-                    1, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=(*_SLURM_LOGS, "/var/log/sshd.log")),
+                    1, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=(*_SLURM_LOGS, "/var/log/sshd.log"),
+                    client_commands=SLURM_COMMANDS),
         ClusterSpec("slurm-24.11-cluster", "slurm", "slurm", "debian:trixie-slim", "soma-schedulers/slurm:24.11",
-                    2, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS),
+                    2, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS, client_commands=SLURM_COMMANDS),
         # nodes = containers: rank 0 runs on the first, MPIScheduler workers on the others
         ClusterSpec("mpi", "mpi", "openmpi", "debian:bookworm-slim", "soma-schedulers/openmpi:4.1", 3,
                     ready_line="SOMA-SCHEDULERS-READY mpi", log_paths=("/var/log/sshd.log",)),
         # DRMAA on Son of Grid Engine 8.1.9: the suite runs in the controller (testing.incontainer)
         ClusterSpec("sge", "drmaa", "sge", "debian:bookworm-slim", "soma-schedulers/sge:8.1.9", 1,
-                    ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS),
+                    ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS, client_commands=SGE_COMMANDS),
         ClusterSpec("sge-cluster", "drmaa", "sge", "debian:bookworm-slim", "soma-schedulers/sge:8.1.9", 2,
-                    ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS),
+                    ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS, client_commands=SGE_COMMANDS),
         # DRMAA on Slurm: the Slurm images plus slurm-drmaa (upstream source, see containers/slurm-drmaa)
         *(ClusterSpec(name, "drmaa", "slurm-drmaa", f"soma-schedulers/slurm:{ver}", f"soma-schedulers/slurm-drmaa:{ver}",
-                      1, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS, upstream_source=True)
+                      1, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS, upstream_source=True,
+                      client_commands=SLURM_COMMANDS)
           for name, ver in (("slurm-drmaa", "22.05"), ("slurm-drmaa-24.11", "24.11"))),
         *(ClusterSpec(name, stype, ctx, "debian:bookworm-slim", tag, nodes, ready_line=f"SOMA-SCHEDULERS-READY {ctx}",
-                      log_paths=logs, upstream_source=True)
+                      log_paths=logs, upstream_source=True, client_commands=PBS_COMMANDS)
           for ctx, stype, tag, logs in (("openpbs", "pbspro", "soma-schedulers/openpbs:23.06", _PBS_LOGS),
                                         ("torque", "torque", "soma-schedulers/torque:6.1", _TORQUE_LOGS))
           for name, nodes in ((ctx, 1), (f"{ctx}-cluster", 2))),
         # the same plus sshd (containers/ssh-host), out-of-container hosts; their sources as above
         *(ClusterSpec(f"{ctx}-ssh", stype, "ssh-host", f"soma-schedulers/{ctx}:{ver}",
                       f"soma-schedulers/{ctx}-ssh:{ver}", 1, ready_line=f"SOMA-SCHEDULERS-READY {ctx}",
-                      log_paths=(*logs, "/var/log/sshd.log"))
+                      log_paths=(*logs, "/var/log/sshd.log"), client_commands=PBS_COMMANDS)
           for ctx, stype, ver, logs in (("openpbs", "pbspro", "23.06", _PBS_LOGS),
                                         ("torque", "torque", "6.1", _TORQUE_LOGS))),
     )
@@ -261,13 +274,27 @@ def source_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
+def source_mounts() -> dict[str, dict[str, str]]:
+    """Docker binds putting this code at :data:`SOURCE_MOUNT` (``PYTHONPATH=/src`` imports it).
+
+    A checkout (``pyproject.toml`` beside the package) is mounted whole, tests and benchmarks
+    included; an installed copy mounts only the package, at ``/src/soma_schedulers``, so the
+    host's site-packages (other Python versions, compiled modules) stay out of the containers.
+    """
+    root = Path(source_root())
+    if (root / "pyproject.toml").is_file():
+        return {str(root): {"bind": SOURCE_MOUNT, "mode": "ro"}}
+    return {str(Path(__file__).resolve().parents[1]): {"bind": f"{SOURCE_MOUNT}/soma_schedulers", "mode": "ro"}}
+
+
 # --------------------------------------------------------------------------- discovery
 
 
 def containers_dir() -> Path:
-    """The repository's ``containers/`` folder.
+    """The folder of the DRMS image build contexts (the repository's ``containers/``).
 
-    ``$SOMA_SCHEDULERS_CONTAINERS`` wins; otherwise walk up from the current
+    ``$SOMA_SCHEDULERS_CONTAINERS`` wins; then the copy an installed wheel ships
+    (``soma_schedulers/testing/containers``); otherwise walk up from the current
     directory, then from this file, looking for a ``containers/`` directory
     holding at least one known spec folder with a Dockerfile.
     """
@@ -278,6 +305,9 @@ def containers_dir() -> Path:
             raise ImageUnavailable(f"${CONTAINERS_ENV}={env} is not a directory")
         return p
     contexts = {(s.context, s.dockerfile or "Dockerfile") for s in CLUSTERS.values()}
+    shipped = Path(__file__).resolve().parent / "containers"  # an installed wheel's package data
+    if any((shipped / c / f).is_file() for c, f in contexts):
+        return shipped
     for start in (Path.cwd(), Path(__file__).resolve().parent):
         for d in (start, *start.parents):
             cand = d / "containers"
@@ -527,6 +557,13 @@ class DrmsCluster:
         _remove_shared_dir(self._client, self.shared_dir, image, self._log)
         self._log(f"cluster {self.spec.name} stopped in {time.monotonic() - t0:.1f} s")
 
+    def info(self) -> dict[str, Any]:
+        """What another process needs to use this running cluster (:func:`attach_cluster`): JSON-able."""
+        return {"spec": self.spec.name, "containers": [str(c.name) for c in self.containers],
+                "hostnames": list(self.hostnames), "shared_dir": self.shared_dir,
+                "command_prefix": list(self.command_prefix), "ready_seconds": self.ready_seconds,
+                "network": str(self._network.name) if self._network is not None else None}
+
     def __enter__(self) -> DrmsCluster:
         return self
 
@@ -536,6 +573,31 @@ class DrmsCluster:
     def __repr__(self) -> str:
         names = [getattr(c, "name", "?") for c in self.containers]
         return f"<DrmsCluster {self.spec.name} {names} shared_dir={self.shared_dir}>"
+
+
+def attach_cluster(info: dict[str, Any], log: LogFunc = _default_log, own: bool = False) -> DrmsCluster:
+    """A handle on a cluster another process started (``DrmsCluster.info()``): commands, logs and
+    files work. :meth:`DrmsCluster.stop` does nothing unless ``own`` (this process takes over
+    the cluster, and stops it)."""
+    import docker.errors
+
+    client = docker_client()
+    network = None
+    if own and info.get("network"):
+        with contextlib.suppress(docker.errors.NotFound):
+            network = client.networks.get(info["network"])
+    cluster = DrmsCluster(CLUSTERS[info["spec"]], client, info["shared_dir"], network, log=log)
+    for name in info["containers"]:
+        try:
+            cluster.containers.append(client.containers.get(name))
+        except docker.errors.NotFound:
+            if not own:
+                raise HarnessError(f"cluster {info['spec']}: container {name} is gone") from None
+    cluster.hostnames = list(info["hostnames"])
+    cluster.command_prefix = list(info["command_prefix"])
+    cluster.ready_seconds = float(info["ready_seconds"])
+    cluster._stopped = not own
+    return cluster
 
 
 def _remove_shared_dir(client: Any, path: str, image: str, log: LogFunc) -> None:
@@ -587,7 +649,7 @@ def start_cluster(name: str, log: LogFunc = _default_log, name_suffix: str = "",
                   mount_source: bool = False) -> DrmsCluster:
     """Build the images if needed, then start cluster ``name`` of :data:`CLUSTERS`.
 
-    ``mount_source``: also bind-mount :func:`source_root` read-only at
+    ``mount_source``: also bind-mount this code (:func:`source_mounts`) read-only at
     :data:`SOURCE_MOUNT` in every container (``PYTHONPATH=/src`` then imports
     this very code there).
 
@@ -639,7 +701,7 @@ def start_cluster(name: str, log: LogFunc = _default_log, name_suffix: str = "",
         for node in layout:
             host_config = api.create_host_config(
                 binds={shared_dir: {"bind": shared_dir, "mode": "rw"},
-                       **({source_root(): {"bind": SOURCE_MOUNT, "mode": "ro"}} if mount_source else {})},
+                       **(source_mounts() if mount_source else {})},
                 network_mode=network.name if network is not None else None,
                 init=False,
             )
