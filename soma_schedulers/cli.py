@@ -59,9 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("ids", nargs="+", metavar="ID")
         if name == "wait":
             p.add_argument("--timeout", type=float, default=None)
-    p = sub.add_parser("conformance", help="run the conformance suite (pytest) on a scheduler type or DRMS")
-    p.add_argument("pytest_args", nargs=argparse.REMAINDER,
-                   help="arguments for pytest, e.g. --scheduler local_basic or --drms slurm")
+    sub.add_parser("conformance", add_help=False,
+                   help="run the conformance suite on a scheduler type or DRMS (conformance --help)")
     return parser
 
 
@@ -112,20 +111,15 @@ def _exit_info_dict(sched: Scheduler, job_id: str, status: str) -> dict[str, Any
             "term_sig": sig, "resource_usage": usage.decode() if usage else None}
 
 
-def _conformance(pytest_args: list[str]) -> int:
-    try:
-        import pytest
-    except ImportError:
-        print("soma-schedulers: the conformance suite needs pytest: pip install 'soma-schedulers[test]'",
-              file=sys.stderr)
-        return 2
-    args = [a for a in pytest_args if a != "--"]
-    return int(pytest.main(["--pyargs", "soma_schedulers.testing.suite", "-q", "-p", "no:cacheprovider", *args]))
+def _conformance(args: list[str]) -> int:
+    from .testing.conformance_cli import main as conformance_main
+
+    return conformance_main(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["conformance"]:  # everything after it is pytest's
+    if argv[:1] == ["conformance"]:  # its own parser (testing.conformance_cli); the rest is pytest's
         return _conformance(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose, format="%(levelname)s %(name)s: %(message)s")
@@ -133,8 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, usable in get_schedulers_list():
             print(f"{name:<14} {'usable' if usable else 'unavailable'}")
         return 0
-    if args.action == "conformance":
-        return _conformance(args.pytest_args)
     try:
         sched = build_scheduler(args.scheduler, args.config)
     except DRMError as exc:

@@ -5,15 +5,24 @@ Options:
 ``--scheduler TYPE``          run the suite on a registered scheduler type (repeatable)
 ``--scheduler-config FILE``   INI section given to ``build_scheduler`` for those types
 ``--drms NAME``               run it on a DRMS started in Docker (``slurm``, ``slurm-cluster``, ...)
+``--drms-missing fail|skip``  a DRMS that cannot run here fails the run (default) or skips its cases
 ``--conformance-examples N``  hypothesis examples per property case
+``--conformance-report FILE`` write the case x backend matrix as Markdown
 
-Without ``--scheduler`` or ``--drms`` the suite runs on ``local_basic``.
+Without ``--scheduler`` or ``--drms`` the suite runs on ``local_basic``. ``--drms D`` alone
+runs the built-in backend of ``D``; with ``--scheduler T`` too, it runs ``T`` against ``D``'s
+daemons, the DRMS's client commands reachable by name through shims first on ``PATH``
+(``testing.shims``), the jobs' files on the cluster's shared directory. Clusters are shared
+by pytest-xdist workers (``testing.drms_pool``).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,102 +31,166 @@ import pytest
 
 from ..config import BridgeConfig, SchedulerConfig, load_config
 from ..errors import DRMError
-from ..scheduler import build_scheduler
+from ..scheduler import build_scheduler, get_scheduler_implementation
+from . import backend_checks
+from .results import CASE_PROPERTY, TARGET_PROPERTY, Results, TargetInfo, case_name
+from .selection import SelectionError, Wanted, select_targets
 from .target import Target
 
 # The suite's asserts must explain themselves even from an editable install.
 pytest.register_assert_rewrite("soma_schedulers.testing.suite")
 
-_RESULTS: dict[str, dict[str, int]] = {}
-_CLUSTERS: dict[str, str] = {}
+__all__ = ["Wanted", "wanted_targets"]
+
+_RESULTS = pytest.StashKey[Results]()
+_POOL = pytest.StashKey[Any]()  # drms_pool.ClusterPool, imported only when a DRMS is asked for
+_UNAVAILABLE = pytest.StashKey[dict[str, str]]()
+_WORKER_POOL = "soma_schedulers_pool"
+_WORKER_UNAVAILABLE = "soma_schedulers_unavailable"
+
+
+_WANTED = pytest.StashKey[dict[str, Wanted]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("soma_schedulers", "soma_schedulers conformance suite")
     group.addoption("--scheduler", action="append", default=[], metavar="TYPE",
-                    help="scheduler type to run the conformance suite on (repeatable)")
+                    help="scheduler type to run the conformance suite on (repeatable); with --drms, "
+                         "run this type against that DRMS's daemons")
     group.addoption("--scheduler-config", default=None, metavar="FILE",
                     help="INI file (one section) used to build the --scheduler types")
     group.addoption("--drms", action="append", default=[], metavar="NAME",
                     help="DRMS cluster started in Docker to run the suite on (repeatable)")
+    group.addoption("--drms-missing", choices=("fail", "skip"), default="fail",
+                    help="when a --drms cluster cannot be built or started here: fail the run (default) "
+                         "or skip its cases, naming the reason")
     group.addoption("--conformance-examples", type=int, default=None, metavar="N",
                     help="hypothesis examples per property case")
+    group.addoption("--conformance-report", default=None, metavar="FILE",
+                    help="write the case x backend matrix (Markdown) to FILE")
+
+
+def wanted_targets(config: pytest.Config) -> list[Wanted]:
+    """The backends ``--scheduler`` and ``--drms`` ask for (else a one-line ``pytest.UsageError``)."""
+    try:
+        return select_targets(config.getoption("scheduler"), config.getoption("drms"))
+    except SelectionError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "drms: needs a DRMS running in Docker (selected with --drms)")
     config.addinivalue_line("markers", "conformance: a case of the soma_schedulers conformance suite")
+    wanted = wanted_targets(config)
+    config.stash[_WANTED] = {w.id: w for w in wanted}
+    results = Results()
+    for w in wanted:
+        caps = frozenset(get_scheduler_implementation(w.scheduler_type).capabilities)
+        where = f"DRMS {w.drms}" if w.drms else "this machine"
+        results.targets[w.id] = TargetInfo(w.scheduler_type, caps, where)
+    config.stash[_RESULTS] = results
+    config.stash[_UNAVAILABLE] = {}
+    config.pluginmanager.register(_Collector(results), "soma_schedulers_results")
 
 
-def _target_names(config: pytest.Config) -> list[str]:
-    names = [f"type:{t}" for t in config.getoption("scheduler")]
-    names += [f"drms:{d}" for d in config.getoption("drms")]
-    return names or ["type:local_basic"]
+def _drms_names(config: pytest.Config) -> list[str]:
+    return sorted({w.drms for w in config.stash[_WANTED].values() if w.drms})
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    names = _drms_names(config)
+    if not names or config.option.collectonly:
+        return
+    from .drms_pool import ClusterPool
+
+    def log(line: str) -> None:
+        sys.stderr.write(f"[soma_schedulers] {line}\n")
+
+    if _is_worker(config):
+        winput: dict[str, Any] = config.workerinput  # type: ignore[attr-defined]
+        config.stash[_POOL] = ClusterPool(winput[_WORKER_POOL], log)
+        config.stash[_UNAVAILABLE] = json.loads(winput[_WORKER_UNAVAILABLE])
+        return
+    pool = ClusterPool.create(log)
+    config.stash[_POOL] = pool
+    failures = pool.prepare(names)
+    if failures and config.getoption("drms_missing") == "fail":
+        first = next(iter(failures))
+        pool.stop_all()
+        pytest.exit(f"--drms {first} cannot run here: {failures[first]} "
+                    "(--drms-missing=skip skips its cases instead)", returncode=pytest.ExitCode.TESTS_FAILED)
+    config.stash[_UNAVAILABLE] = failures
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist: hand each worker the run's cluster pool."""
+    config = node.config
+    if _POOL in config.stash:
+        node.workerinput[_WORKER_POOL] = str(config.stash[_POOL].directory)
+        node.workerinput[_WORKER_UNAVAILABLE] = json.dumps(config.stash[_UNAVAILABLE])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _POOL in config.stash and not _is_worker(config):
+        config.stash[_POOL].stop_all()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "conformance_target" in metafunc.fixturenames:
-        names = _target_names(metafunc.config)
-        metafunc.parametrize("conformance_target", names, indirect=True, scope="session",
-                             ids=[n.split(":", 1)[1] for n in names])
+        wanted: dict[str, Wanted] = metafunc.config.stash[_WANTED]
+        ids = list(wanted)
+        metafunc.parametrize("conformance_target", ids, indirect=True, scope="session", ids=ids)
 
 
-def _type_target(request: pytest.FixtureRequest, scheduler_type: str) -> Target:
+def _local_target(request: pytest.FixtureRequest, w: Wanted) -> Target:
     cfg_path = request.config.getoption("scheduler_config")
     cfg: Any = load_config(cfg_path) if cfg_path else None
-    workdir = Path(request.config._tmp_path_factory.mktemp(f"conf-{scheduler_type}"))  # type: ignore[attr-defined]
-    target = Target(
-        name=scheduler_type,
-        scheduler_type=scheduler_type,
-        make_scheduler=lambda: build_scheduler(scheduler_type, cfg),
-        workdir=workdir,
-        python=sys.executable,
-    )
-    return target
+    workdir = Path(request.config._tmp_path_factory.mktemp(f"conf-{w.scheduler_type}"))  # type: ignore[attr-defined]
+    return Target(name=w.id, scheduler_type=w.scheduler_type,
+                  make_scheduler=lambda: build_scheduler(w.scheduler_type, cfg), workdir=workdir,
+                  python=sys.executable)
 
 
-def _drms_target(request: pytest.FixtureRequest, name: str) -> Target:
-    from . import docker_harness as harness
-    from .incontainer import IN_CONTAINER_ONLY
+def _drms_target(request: pytest.FixtureRequest, w: Wanted, stack: ExitStack) -> Target:
+    from .drms_pool import PoolError
+    from .shims import on_path
 
-    spec = harness.CLUSTERS.get(name)
-    if spec is not None and spec.scheduler_type in IN_CONTAINER_ONLY:
-        pytest.skip(f"DRMS {name!r} runs the suite inside its cluster: python -m soma_schedulers.testing.incontainer {name}")
-    ok, reason = harness.docker_available()
-    if not ok:
-        pytest.skip(f"DRMS {name!r}: {reason}")
-    worker = getattr(request.config, "workerinput", {}).get("workerid", "")
-
-    def log(line: str) -> None:
-        sys.stderr.write(f"[{name}] {line}\n")
-
+    config = request.config
+    assert w.drms is not None
+    reason = config.stash[_UNAVAILABLE].get(w.drms)
+    if reason:
+        pytest.skip(f"DRMS {w.drms!r} cannot run here: {reason}")
+    pool = config.stash[_POOL]
+    worker = getattr(config, "workerinput", {}).get("workerid", "")
     try:
-        cluster = harness.start_cluster(name, log=log, name_suffix=worker)
-    except harness.ImageUnavailable as exc:
-        pytest.skip(f"DRMS {name!r} image cannot be built here: {exc}")
-    spec = cluster.spec
-    from .images import docker_client, image_size
-
-    size = image_size(docker_client(), spec.image_tag)
-    _CLUSTERS[name] = (f"{len(cluster.containers)} container(s), image {spec.image_tag} {size / 1e6:.0f} MB, "
-                       f"docker run -> ready {cluster.ready_seconds:.1f} s")
-    cfg = SchedulerConfig(
-        scheduler_type=spec.scheduler_type,
-        bridge=BridgeConfig(mode="prefix", prefix=tuple(cluster.command_prefix)),
-        status_cache_seconds=0.2,
-        command_timeout=60.0,
-    )
+        held = pool.get(w.drms, worker)
+    except PoolError as exc:
+        if config.getoption("drms_missing") == "skip":
+            pytest.skip(f"DRMS {w.drms!r} cannot start here: {exc}")
+        pytest.fail(f"DRMS {w.drms!r} cannot start here: {exc}", pytrace=False)
+    if not _is_worker(config):
+        stack.callback(pool.done_with, w.drms)
+    cluster = held.cluster
+    cfg: Any
+    if w.own_backend:
+        cfg = SchedulerConfig(scheduler_type=w.scheduler_type,
+                              bridge=BridgeConfig(mode="prefix", prefix=tuple(cluster.command_prefix), shells=True),
+                              status_cache_seconds=0.2, command_timeout=60.0)
+    else:
+        cfg_path = config.getoption("scheduler_config")
+        cfg = load_config(cfg_path) if cfg_path else None
+        stack.enter_context(on_path(held.shims))
     target = Target(
-        name=name,
-        scheduler_type=spec.scheduler_type,
-        make_scheduler=lambda: build_scheduler(spec.scheduler_type, replace(cfg)),
-        workdir=Path(cluster.shared_dir),
-        python="python3",
-        timeout=120.0,
-        poll=0.25,
-        examples=4,
+        name=w.id, scheduler_type=w.scheduler_type,
+        make_scheduler=lambda: build_scheduler(w.scheduler_type, replace(cfg) if cfg is not None else None),
+        workdir=Path(cluster.shared_dir), python="python3", timeout=120.0, poll=0.1, examples=8,
     )
-    target.finalizers.append(cluster.stop)
     target.cluster = cluster  # type: ignore[attr-defined]
     return target
 
@@ -125,17 +198,21 @@ def _drms_target(request: pytest.FixtureRequest, name: str) -> Target:
 @pytest.fixture(scope="session")
 def conformance_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     """The backend under test (parametrized over --scheduler / --drms)."""
-    kind, _, name = request.param.partition(":")
-    try:
-        target = _drms_target(request, name) if kind == "drms" else _type_target(request, name)
-        target.scheduler  # build now: a failure here is reported once, clearly  # noqa: B018
-    except DRMError as exc:
-        pytest.fail(f"cannot build scheduler {name!r}: {exc}", pytrace=False)
-    examples = request.config.getoption("conformance_examples")
-    if examples:
-        target.examples = examples
-    yield target
-    target.close()
+    w: Wanted = request.config.stash[_WANTED][request.param]
+    with ExitStack() as stack:
+        target = _drms_target(request, w, stack) if w.drms else _local_target(request, w)
+        stack.callback(target.close)
+        try:
+            sched = target.scheduler  # build now: a failure here is reported clearly
+        except DRMError as exc:
+            pytest.fail(f"cannot build scheduler {w.scheduler_type!r}: {exc}", pytrace=False)
+        problems = backend_checks.instance_problems(sched, w.scheduler_type)
+        if problems:
+            pytest.fail("; ".join(problems), pytrace=False)
+        examples = request.config.getoption("conformance_examples")
+        if examples:
+            target.examples = examples
+        yield target
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -145,10 +222,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     callspec = getattr(item, "callspec", None)
     if callspec is None or "conformance_target" not in callspec.params:
         return
-    target_name = str(callspec.params["conformance_target"]).split(":", 1)[1]
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        counts = _RESULTS.setdefault(target_name, {"passed": 0, "failed": 0, "skipped": 0})
-        counts[report.outcome] = counts.get(report.outcome, 0) + 1
+    target_id = str(callspec.params["conformance_target"])
+    report.user_properties.append((TARGET_PROPERTY, target_id))
+    report.user_properties.append((CASE_PROPERTY, case_name(getattr(item, "originalname", item.name),
+                                                            callspec.id, target_id)))
     if report.failed and report.when == "call":
         cluster = None
         try:
@@ -162,15 +239,48 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 report.sections.append(("DRMS daemon logs", f"unavailable: {exc}"))
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _RESULTS:
+class _Collector:
+    """Counts the cases' reports where they arrive (the only process, or the xdist controller)."""
+
+    def __init__(self, results: Results) -> None:
+        self.results = results
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.results.add_report(report)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    path = config.getoption("conformance_report", None)
+    if path and not _is_worker(config) and config.stash[_RESULTS].outcomes:
+        _fill_where(config)
+        config.stash[_RESULTS].write_markdown(path)
+
+
+def _fill_where(config: pytest.Config) -> None:
+    if _POOL not in config.stash:
         return
+    summaries = config.stash[_POOL].summaries()
+    results = config.stash[_RESULTS]
+    for w in config.stash[_WANTED].values():
+        if w.drms and w.drms in summaries and w.id in results.targets:
+            results.targets[w.id].where = f"DRMS {w.drms}: {summaries[w.drms]}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    config = terminalreporter.config
+    if _is_worker(config) or _RESULTS not in config.stash or not config.stash[_RESULTS].outcomes:
+        return
+    _fill_where(config)
     tr = terminalreporter
     tr.section("soma_schedulers conformance")
-    for name, text in sorted(_CLUSTERS.items()):
-        tr.write_line(f"{name:<24} {text}")
-    for name, counts in sorted(_RESULTS.items()):
-        tr.write_line(
-            f"{name:<24} {counts.get('passed', 0):>4} passed  {counts.get('failed', 0):>4} failed  "
-            f"{counts.get('skipped', 0):>4} skipped"
-        )
+    for w in config.stash[_WANTED].values():
+        info = config.stash[_RESULTS].targets.get(w.id)
+        if w.drms and info is not None:
+            tr.write_line(f"{w.id:<24} {info.where}")
+    for line in config.stash[_RESULTS].summary_lines():
+        tr.write_line(line)
+    path = config.getoption("conformance_report", None)
+    if path:
+        tr.write_line(f"report written to {os.path.abspath(path)}")
