@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,42 +15,14 @@ import pytest
 from soma_schedulers import Job, SchedulerConfig
 from soma_schedulers import constants as C
 from soma_schedulers.errors import CommandTimeoutError, DRMError, UnknownJobError
-from soma_schedulers.runner import CommandResult, in_container
+from soma_schedulers.runner import in_container
 from soma_schedulers.scheduler import get_scheduler_implementation
 from soma_schedulers.schedulers import pbspro_scheduler as pbs
+from soma_schedulers.testing.fakes import Answer, Call, ScriptedRunner
 from soma_schedulers.usage import parse_usage
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pbs"
 FLAVOURS = {"openpbs": ("pbspro", ".json", pbs.parse_qstat_json), "torque": ("torque", ".txt", pbs.parse_qstat_text)}
-
-Answer = str | tuple[int, str, str] | Callable[[list[str]], "str | tuple[int, str, str]"]
-
-
-class FakeRunner:
-    """Answers DRMS commands (``qstat``, ``qdel``, ``qsub``) from a table; records the calls."""
-
-    def __init__(self, answers: dict[str, Answer]) -> None:
-        self.answers = answers
-        self.calls: list[list[str]] = []
-        self.inputs: list[bytes | None] = []
-        self.prefix: list[str] = []
-        self.backoff = 0.0
-
-    def run(self, argv: list[str], *, input: bytes | None = None, check: bool = True, **_: object) -> CommandResult:
-        from soma_schedulers.errors import CommandError
-
-        self.calls.append(list(argv))
-        self.inputs.append(input)
-        answer = self.answers[argv[0]]
-        if callable(answer):
-            answer = answer(list(argv))
-        rc, out, err = (0, answer, "") if isinstance(answer, str) else answer
-        if rc and check:
-            raise CommandError(argv, rc, err, out)
-        return CommandResult(tuple(argv), rc, out, err, 0.0)
-
-    def close(self) -> None:
-        pass
 
 
 def fixture(cluster: str, case: str) -> str:
@@ -68,14 +39,21 @@ def job_id_of(cluster: str, case: str) -> str:
 
 
 def scheduler(cluster: str, answers: dict[str, Answer], **options: str) -> pbs.PBSProScheduler:
+    """A scheduler whose DRMS commands are answered from ``answers``, exactly as given (a recorded
+    output, or one cut short: no newline added)."""
     s = pbs.PBSProScheduler(SchedulerConfig(status_cache_seconds=0,
                                             options={"flavour": FLAVOURS[cluster][0], **options}))
-    s.runner = FakeRunner(answers)  # type: ignore[assignment]
+    s.runner = ScriptedRunner(answers, ensure_newline=False)
     return s
 
 
+def fake(s: pbs.PBSProScheduler) -> ScriptedRunner:
+    assert isinstance(s.runner, ScriptedRunner)
+    return s.runner
+
+
 def qstat_calls(s: pbs.PBSProScheduler) -> list[list[str]]:
-    return [c for c in s.runner.calls if c[0] == "qstat"]  # type: ignore[attr-defined]
+    return fake(s).argvs("qstat")
 
 
 CLUSTERS = pytest.mark.parametrize("cluster", list(FLAVOURS))
@@ -195,16 +173,15 @@ def test_end_states_from_recorded_outputs(cluster: str, case: str) -> None:
 def test_kill_from_recorded_outputs(cluster: str, case: str, before: str, expected: tuple[object, ...]) -> None:
     job_id = job_id_of(cluster, case)
     assert job_id == job_id_of(cluster, before)
-    answers: dict[str, Answer] = {"qstat": fixture(cluster, before), "qdel": ""}
-    s = scheduler(cluster, answers)
+    s = scheduler(cluster, {"qstat": fixture(cluster, before), "qdel": ""})
     s.track_job(job_id)
     assert s.get_job_status(job_id) == LIVE[before]
     s.kill_job(job_id)
-    answers["qstat"] = fixture(cluster, case)
+    fake(s).script("qstat", fixture(cluster, case))
     assert (s.get_job_status(job_id), *s.get_job_exit_info(job_id)[:3]) == expected
-    assert ["qdel", job_id] in s.runner.calls  # type: ignore[attr-defined]
+    assert ["qdel", job_id] in fake(s).argvs()
     s.kill_job(job_id)  # finished: nothing
-    assert [c for c in s.runner.calls if c[0] == "qdel"] == [["qdel", job_id]]  # type: ignore[attr-defined]
+    assert fake(s).argvs("qdel") == [["qdel", job_id]]
 
 
 @CLUSTERS
@@ -259,7 +236,7 @@ def test_unknown_id_is_not_an_error(cluster: str) -> None:
     s = scheduler(cluster, {"qstat": (rc, out, err)}, )
     s.track_job("99999.x")
     assert s.get_job_status("99999.x") == C.UNDETERMINED  # no longer known: undetermined, then failed
-    s.runner.answers["qstat"] = (15010, "", "Connection refused\nqstat: cannot connect to server x (errno=15010)")  # type: ignore[attr-defined]
+    fake(s).script("qstat", (15010, "", "Connection refused\nqstat: cannot connect to server x (errno=15010)"))
     assert s.get_job_status("99999.x") == C.UNDETERMINED
 
 
@@ -277,8 +254,8 @@ def test_unreadable_json_falls_back_to_text() -> None:
     text = fixture("torque", "exit3").replace("exit_status", "Exit_status")
     job_id = job_id_of("torque", "exit3")
 
-    def qstat(argv: list[str]) -> str:
-        return "{not json" if "json" in argv else text
+    def qstat(call: Call) -> str:
+        return "{not json" if "json" in call.argv else text
 
     s = scheduler("openpbs", {"qstat": qstat})
     s.track_job(job_id)
@@ -299,9 +276,9 @@ def test_extended_status_is_a_dict(cluster: str) -> None:
     assert s.get_job_extended_status(job_id)["job_state"] != "changed"  # a copy
     # an id this instance did not submit: asked directly
     other = job_id_of(cluster, "finished_ok")
-    s.runner.answers["qstat"] = fixture(cluster, "finished_ok")  # type: ignore[attr-defined]
+    fake(s).script("qstat", fixture(cluster, "finished_ok"))
     assert s.get_job_extended_status(other)["job_state"] in ("F", "C")
-    s.runner.answers["qstat"] = (153, "", f"qstat: Unknown Job Id {other}")  # type: ignore[attr-defined]
+    fake(s).script("qstat", (153, "", f"qstat: Unknown Job Id {other}"))
     with pytest.raises(UnknownJobError):
         s.get_job_extended_status("424242.nowhere")
 
@@ -317,7 +294,7 @@ def test_force_path_when_a_running_job_lingers() -> None:
         time.sleep(0.1)
         for _ in range(3):
             s.get_job_status(job_id)
-        qdels = [c for c in s.runner.calls if c[0] == "qdel"]  # type: ignore[attr-defined]
+        qdels = fake(s).argvs("qdel")
         assert qdels == [["qdel", job_id], [*force, job_id]], (cluster, qdels)  # forced once
 
 
@@ -347,7 +324,7 @@ def test_qsub_argv_and_script() -> None:
     assert shlex.split(lines[-1])[1:] == ["echo", "$x", "`id`", "end\\"]
     assert "qalter -p" in script and "$PBS_JOBID" in script
     assert s.job_submission([job]) == ["12.server"]
-    [qsub] = [c for c in s.runner.calls if c[0] == "qsub"]  # type: ignore[attr-defined]
+    [qsub] = fake(s).argvs("qsub")
     assert qsub[:-2] == argv and qsub[-2] == "-v"  # the script went on stdin, no file
     assert re.fullmatch(r"SOMA_SCHEDULERS_TOKEN=[0-9a-f]{32}", qsub[-1])
     spec_as_str = scheduler("torque", {})
@@ -380,11 +357,11 @@ def _listing(cluster: str, token: str) -> str:
 def test_lost_qsub_answer_is_found_by_its_token(cluster: str) -> None:
     tokens: list[str] = []
 
-    def qsub(argv: list[str]) -> Answer:  # qsub made the job, then its answer was lost
-        tokens.append(argv[-1].split("=", 1)[1])
-        raise CommandTimeoutError(argv, 5.0)
+    def qsub(call: Call) -> str:  # qsub made the job, then its answer was lost
+        tokens.append(call.argv[-1].split("=", 1)[1])
+        raise CommandTimeoutError(call.argv, 5.0)
 
-    s = scheduler(cluster, {"qsub": qsub, "qstat": lambda argv: _listing(cluster, tokens[-1])})
+    s = scheduler(cluster, {"qsub": qsub, "qstat": lambda call: _listing(cluster, tokens[-1])})
     assert s.job_submission([Job(command=["true"])]) == [f"42.{cluster}"]
     assert s.get_job_status(f"42.{cluster}") is not None
     # Nothing carries the token: refused, with the reason.
@@ -397,17 +374,17 @@ def test_lost_qsub_answer_is_found_by_its_token(cluster: str) -> None:
 def test_qsub_answer_cut_short_is_no_answer(cluster: str) -> None:
     tokens: list[str] = []
 
-    def qsub(argv: list[str]) -> Answer:
-        tokens.append(argv[-1].split("=", 1)[1])
+    def qsub(call: Call) -> str:
+        tokens.append(call.argv[-1].split("=", 1)[1])
         return "4"  # "42.server\n" cut: never taken as job 4
 
-    s = scheduler(cluster, {"qsub": qsub, "qstat": lambda argv: _listing(cluster, tokens[-1])})
+    s = scheduler(cluster, {"qsub": qsub, "qstat": lambda call: _listing(cluster, tokens[-1])})
     assert s.job_submission([Job(command=["true"])]) == [f"42.{cluster}"]
     # A listing cut short is asked again; a JSON one cut short does not parse.
     calls = []
 
-    def cut_then_whole(argv: list[str]) -> Answer:
-        calls.append(argv)
+    def cut_then_whole(call: Call) -> str:
+        calls.append(call)
         whole = _listing(cluster, tokens[-1])
         return whole[:-5] if len(calls) == 1 else whole
 
@@ -419,7 +396,7 @@ def test_native_variables_merge_with_the_token() -> None:
     s = scheduler("openpbs", {"qsub": "7.openpbs\n"})
     job = Job(command=["true"], native_specification=["-l walltime=1:00", "-v A=1,B=two words", "-vC=3"])
     assert s.job_submission([job]) == ["7.openpbs"]
-    qsub = s.runner.calls[-1]  # type: ignore[attr-defined]
+    qsub = fake(s).argvs()[-1]
     assert qsub[-1].startswith("A=1,B=two words,C=3,SOMA_SCHEDULERS_TOKEN=")
     script = s.job_script(job)
     assert "#PBS -l walltime=1:00" in script and "#PBS -v" not in script
@@ -439,12 +416,12 @@ def test_submission_errors_are_kept() -> None:
     assert s.job_submission([Job(command=["true"], queue="nope"), Job(command=["true"])]) == [None, None]
     assert "Unknown queue" in (s.last_submission_errors[0] or "") and "(queue nope)" in (s.last_submission_errors[0] or "")
     nonutf8 = Job(command=["echo", os.fsdecode(b"caf\xe9")], env={"B": os.fsdecode(b"\xff")})
-    s.runner.answers["qsub"] = "5.h\n"  # type: ignore[attr-defined]
+    fake(s).script("qsub", "5.h\n")
     assert s.job_submission([nonutf8]) == ["5.h"]
-    script = s.runner.inputs[-1] or b""  # type: ignore[attr-defined]
+    script = fake(s).history[-1].input or b""
     assert b"echo 'caf\xe9'" in script and b"export B='\xff'" in script  # surrogate escapes: the bytes
-    s.runner.answers["qsub"] = "garbage output\n"  # type: ignore[attr-defined]
-    s.runner.answers["qstat"] = ""  # type: ignore[attr-defined]  # and no job carries the token
+    fake(s).script("qsub", "garbage output\n")
+    fake(s).script("qstat", "")  # and no job carries the token
     assert s.job_submission([Job(command=["true"])]) == [None]
     assert "no job id" in (s.last_submission_errors[0] or "")
 
@@ -463,10 +440,10 @@ def test_launch_report_marks_each_kind() -> None:
 
 def test_flavour_detection_and_version() -> None:
     s = pbs.PBSProScheduler(SchedulerConfig())
-    s.runner = FakeRunner({"qstat": (0, "", raw("torque", "version.txt"))})  # type: ignore[assignment]
+    s.runner = ScriptedRunner({"qstat": (0, "", raw("torque", "version.txt"))}, ensure_newline=False)
     assert s.get_pbs_version() == ("torque", "6.1-dev") and s.flavour == "torque"
     s.get_pbs_version()
-    assert s.runner.calls == [["qstat", "--version"]]  # type: ignore[attr-defined]
+    assert fake(s).argvs() == [["qstat", "--version"]]
     with pytest.raises(DRMError, match="FLAVOUR"):
         pbs.PBSProScheduler(SchedulerConfig(options={"flavour": "lsf"}))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,11 @@ from soma_schedulers.errors import (
     UnknownSchedulerTypeError,
 )
 from soma_schedulers.job import Job, as_job
-from soma_schedulers.runner import CommandResult, CommandRunner, container_markers
+from soma_schedulers.runner import CommandRunner, container_markers
 from soma_schedulers.scheduler import build_scheduler, get_scheduler_implementation
 from soma_schedulers.schedulers import slurm_scheduler as slurm
 from soma_schedulers.schedulers.local_scheduler import ConfiguredLocalScheduler, LocalScheduler
+from soma_schedulers.testing.fakes import Answer, Call, ScriptedRunner, times_out
 from soma_schedulers.usage import format_usage, memory_to_kb, parse_hms, parse_usage
 
 
@@ -178,30 +180,22 @@ def test_slurm_exit_codes() -> None:
     assert slurm.decode_wait_status(9) == (None, 9)
 
 
-class FakeRunner:
-    """Answers DRMS commands from a table: for parsing and policy tests only."""
-
-    def __init__(self, answers: dict[str, str | Exception]) -> None:
-        self.answers = answers
-        self.calls: list[list[str]] = []
-
-    def run(self, argv: list[str], **_: object) -> object:
-        self.calls.append(argv)
-        answer = self.answers[argv[0] + ("-O" if "-O" in argv else "")]
-        if isinstance(answer, Exception):
-            raise answer
-        if answer and not answer.endswith("\n") and not getattr(self, "cut", False):
-            answer += "\n"  # real command output ends with a newline
-        return subprocess.CompletedProcess(argv, 0, answer, "")
-
-    def close(self) -> None:
-        pass
+def _not_squeue_o(call: Call) -> bool:
+    return "-O" not in call.argv
 
 
-def _slurm_with(answers: dict[str, str | Exception], **cfg: object) -> slurm.SlurmScheduler:
+def _slurm_with(answers: Mapping[str, Answer], **cfg: object) -> tuple[slurm.SlurmScheduler, ScriptedRunner]:
+    """A Slurm scheduler whose commands are answered from ``answers`` (for parsing and policy tests).
+
+    ``squeue`` answers the plain squeue only: an ``squeue -O`` (exit codes when accounting cannot
+    tell) stays unscripted, so a test that does not expect it fails.
+    """
     s = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, **cfg))  # type: ignore[arg-type]
-    s.runner = FakeRunner(answers)  # type: ignore[assignment]
-    return s
+    fake = ScriptedRunner()
+    for command, answer in answers.items():
+        fake.script(command, answer, when=_not_squeue_o if command == "squeue" else None)
+    s.runner = fake
+    return s, fake
 
 
 def test_slurm_poll_is_one_squeue_plus_one_sacct() -> None:
@@ -217,14 +211,14 @@ def test_slurm_poll_is_one_squeue_plus_one_sacct() -> None:
         "7|CANCELLED by 0|0:0|2026-01-01T00:00:00|0|00:00:00||1|None assigned|None|",
         "8|FAILED|0:9|2026-01-01T00:00:00|0|00:00:00||1|n1|None|",
     ])
-    s = _slurm_with({"squeue": squeue, "sacct": sacct, "scancel": ""})
+    s, fake = _slurm_with({"squeue": squeue, "sacct": sacct, "scancel": ""})
     for i in "12345678":
         s.track_job(i)
     s.kill_job("7")
     status = s.get_jobs_status(list("12345678"))
     assert status == {"1": C.USER_ON_HOLD, "2": C.RUNNING, "3": C.DONE, "4": C.FAILED, "5": C.FAILED,
                       "6": C.FAILED, "7": C.FAILED, "8": C.DONE}
-    assert [c[0] for c in s.runner.calls] == ["scancel", "squeue", "sacct"]  # type: ignore[attr-defined]
+    assert [c.command for c in fake.history] == ["scancel", "squeue", "sacct"]
     assert s.get_job_exit_info("3") == (C.FINISHED_REGULARLY, 0, None, b"cput=00:00:02 mem=91232kb ncpus=1 walltime=00:00:02")
     assert s.get_job_exit_info("4")[:2] == (C.EXIT_ABORTED, 127)
     assert "command not found" in (s.get_job_error("4") or "")
@@ -237,8 +231,8 @@ def test_slurm_poll_is_one_squeue_plus_one_sacct() -> None:
 
 def test_slurm_output_cut_short_is_not_believed() -> None:
     # "13:0" cut to "1": the last line has no newline, so it is ignored, not read as exit 1
-    s = _slurm_with({"squeue": "", "sacct": "5|COMPLETED|0:0|x|1|00:00:00||1|n1|None|\n6|FAILED|1"})
-    s.runner.cut = True  # type: ignore[attr-defined]
+    s, fake = _slurm_with({"squeue": "", "sacct": "5|COMPLETED|0:0|x|1|00:00:00||1|n1|None|\n6|FAILED|1"})
+    fake.ensure_newline = False
     s.track_job("5")
     s.track_job("6")
     assert s.get_jobs_status(["5", "6"]) == {"5": C.DONE, "6": C.UNDETERMINED}
@@ -256,12 +250,9 @@ def test_slurm_output_cut_at_any_byte_never_gives_a_wrong_end() -> None:
     def poll(squeue: str, sacct: str, squeue_o: str, late: bool) -> dict[str, Observation]:
         s = slurm.SlurmScheduler(SchedulerConfig(options={"accounting_grace": 0.0 if late else 10.0}))
         s._accounting = True if late else None
-
-        def run(argv: list[str], **kw: object) -> CommandResult:
-            text = squeue_o if "-O" in argv else {"squeue": squeue, "sacct": sacct}[argv[0]]
-            return CommandResult(tuple(argv), 0, text, "", 0.0)
-
-        s.runner.run = run  # type: ignore[method-assign,assignment]
+        fake = ScriptedRunner({"squeue": squeue, "sacct": sacct}, ensure_newline=False)  # as recorded, or cut
+        fake.script("squeue", squeue_o, when="-O")
+        s.runner = fake
         return s._query(ids)
 
     full = poll(rec["squeue"], rec["sacct"], rec["squeueO"], late=False)
@@ -287,21 +278,19 @@ def test_slurm_half_written_accounting_record_is_not_believed() -> None:
             "128.batch|RUNNING|0:0|2026-11-25T03:53:24|1|00:00:00||1|slurm||\n")
     full = ("128|FAILED|1:0|2026-11-25T03:53:24|1|00:00:00||1|slurm|None|\n"
             "128.batch|FAILED|1:0|2026-11-25T03:53:24|1|00:00:00||1|slurm||\n")
-    answers = {"squeue": "128|FAILED|NonZeroExitCode|2026-11-25T03:53:24|soma_token:x\n", "sacct": half}
-
-    def run(argv: list[str], **kw: object) -> CommandResult:
-        return CommandResult(tuple(argv), 0, answers[argv[0]], "", 0.0)
-
+    fake = ScriptedRunner({"squeue": "128|FAILED|NonZeroExitCode|2026-11-25T03:53:24|soma_token:x\n",
+                           "sacct": half}, ensure_newline=False)
     s = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, options={"accounting_grace": 0.3}))
-    s.runner.run = run  # type: ignore[method-assign,assignment]
+    s.runner = fake
     s.track_job("128")
     assert s.get_job_status("128") == C.RUNNING  # not done with exit code 0
-    answers["sacct"] = full
+    fake.script("sacct", full)
     assert s.get_job_exit_info("128")[:3] == (C.FINISHED_REGULARLY, 1, None)
     # a step that stays live (its end never recorded): the job's line is believed after the grace
     s2 = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, options={"accounting_grace": 0.3}))
-    s2.runner.run = run  # type: ignore[method-assign,assignment]
-    answers["squeue"], answers["sacct"] = "", half.replace("FAILED|0:0", "FAILED|1:0", 1)
+    s2.runner = fake
+    fake.script("squeue", "")
+    fake.script("sacct", half.replace("FAILED|0:0", "FAILED|1:0", 1))
     s2.track_job("128")
     assert s2.get_job_status("128") == C.UNDETERMINED
     time.sleep(0.35)
@@ -309,29 +298,18 @@ def test_slurm_half_written_accounting_record_is_not_believed() -> None:
 
 
 def test_slurm_lost_sbatch_answer_is_found_by_token() -> None:
-    from soma_schedulers.errors import CommandTimeoutError as Timeout
+    def squeue(call: Call) -> str:
+        token = next(a for a in fake.history[0].argv if a.startswith("--comment=")).split("=", 1)[1]
+        return f"41|other\n42|{token}\n"
 
-    s = _slurm_with({"sbatch": Timeout(["sbatch"], 1.0), "squeue": ""})
-    calls = s.runner.calls  # type: ignore[attr-defined]
-
-    def run(argv: list[str], **kw: object) -> object:
-        calls.append(argv)
-        if argv[0] == "sbatch":
-            raise Timeout(argv, 1.0)
-        token = next(a for a in calls[0] if a.startswith("--comment=")).split("=", 1)[1]
-        return subprocess.CompletedProcess(argv, 0, f"41|other\n42|{token}\n", "")
-
-    s.runner.run = run  # type: ignore[attr-defined]
+    s, fake = _slurm_with({"sbatch": times_out(1.0), "squeue": squeue})
     assert s.job_submission([Job(command=["true"])]) == ["42"]
-    assert calls[1][:4] == ["squeue", "-h", "--me", "-t"]
+    assert fake.argvs()[1][:4] == ["squeue", "-h", "--me", "-t"]
 
 
 def test_slurm_undetermined_then_failed_after_timeout() -> None:
-    s = _slurm_with({"squeue": DRMError("down")}, undetermined_timeout=0.2)  # type: ignore[dict-item]
-    s.runner.answers["squeue"] = subprocess.CalledProcessError(1, "x")  # type: ignore[attr-defined]
-    from soma_schedulers.errors import CommandError
-
-    s.runner.answers["squeue"] = CommandError(["squeue"], 1, "slurm_load_jobs error: Unable to contact slurm controller")  # type: ignore[attr-defined]
+    s, _ = _slurm_with({"squeue": (1, "", "slurm_load_jobs error: Unable to contact slurm controller")},
+                       undetermined_timeout=0.2)
     s.track_job("9")
     assert s.get_job_status("9") == C.UNDETERMINED
     time.sleep(0.25)
