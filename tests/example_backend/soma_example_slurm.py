@@ -113,7 +113,7 @@ class SlurmExample(Scheduler):
 
     def __init__(self, chdir: str | None = None, command_timeout: float = 60.0) -> None:
         super().__init__()
-        self.chdir = chdir or os.getcwd()  # sbatch's --chdir (the script does the job's own `cd`)
+        self.chdir = chdir  # sbatch's --chdir, if given (the script does the job's own `cd`)
         self.command_timeout = command_timeout
         self._lock = threading.Lock()  # guards the records below
         self._poll_lock = threading.Lock()  # one poll at a time
@@ -155,7 +155,9 @@ class SlurmExample(Scheduler):
 
     def _submit(self, job: Job, signal_end: bool) -> str:
         script = job_script(job).encode("utf-8", "surrogateescape")  # os.fsdecode'd bytes come back
-        argv = ["sbatch", "--parsable", "--output=/dev/null", "--error=/dev/null", f"--chdir={self.chdir}"]
+        argv = ["sbatch", "--parsable", "--output=/dev/null", "--error=/dev/null"]
+        if self.chdir:
+            argv.append(f"--chdir={self.chdir}")  # else where sbatch runs
         if job.name:
             argv.append("--job-name=" + re.sub(r"[\x00-\x1f\x7f]", "_", job.name))
         if job.hold:
