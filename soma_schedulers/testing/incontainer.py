@@ -28,6 +28,7 @@ without ``containers/slurm-drmaa/src/``), as the suite skips such a DRMS.
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,8 +104,11 @@ def install_packages(paths: Sequence[str], into: Path) -> list[str]:
             if path.endswith(".whl") and Path(path).is_file():
                 wheels = [Path(path)]
             elif Path(path).is_dir():
-                out = Path(tmp) / str(i)
-                built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), path],
+                out, copy = Path(tmp) / str(i), Path(tmp) / f"src{i}"
+                # a copy: building in place would leave build/ and *.egg-info in the user's project
+                shutil.copytree(path, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", ".git", ".venv",
+                                                                          ".nox", ".tox", "__pycache__"))
+                built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(copy)],
                                        capture_output=True, text=True, check=False)
                 if built.returncode:
                     raise dh.HarnessError(f"--install {path}: pip wheel failed: "
