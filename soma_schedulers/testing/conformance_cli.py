@@ -63,7 +63,9 @@ def main(argv: Sequence[str]) -> int:
         print("soma-schedulers: the conformance suite needs pytest: pip install 'soma-schedulers[test]'",
               file=sys.stderr)
         return 2
-    pytest_args = ["--pyargs", "soma_schedulers.testing.suite", "-p", "no:cacheprovider", "-q"]
+    # This process imported soma_schedulers before pytest could rewrite its plugin's asserts: known, harmless.
+    pytest_args = ["--pyargs", "soma_schedulers.testing.suite", "-p", "no:cacheprovider", "-q",
+                   "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     pytest_args += [a for t in args.scheduler for a in ("--scheduler", t)]
     pytest_args += [a for d in args.drms for a in ("--drms", d)]
     pytest_args += ["--drms-missing", args.drms_missing]

@@ -147,7 +147,8 @@ def test_clean_stop_keeps_the_job_counter() -> None:
 
 
 def test_missing_source_skips_with_the_reason(tmp_path: Path) -> None:
-    """Without containers/<name>/src (and no download allowed) the DRMS runs skip, saying why."""
+    """Without containers/<name>/src (and no download allowed) the DRMS runs skip, saying why, when
+    asked to (--drms-missing=skip; by default such a run fails with the same reason)."""
     ok, reason = dh.docker_available()
     if not ok:
         pytest.skip(f"docker unavailable: {reason}")
@@ -158,7 +159,7 @@ def test_missing_source_skips_with_the_reason(tmp_path: Path) -> None:
     env[dh.CONTAINERS_ENV] = str(copy)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", str(REPO / "tests" / "test_conformance.py"), "-p", "no:cacheprovider",
-         "-rs", "-q", *(a for name in [*SINGLE, *MULTI] for a in ("--drms", name))],
+         "-rs", "-q", "--drms-missing=skip", *(a for name in [*SINGLE, *MULTI] for a in ("--drms", name))],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
