@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .. import constants as C
-from ..errors import DRMError
+from ..errors import UnknownJobError
 from ..job import Job
 from ..usage import parse_usage
 from .target import Target, wait_for_end, wait_for_status
@@ -39,6 +39,22 @@ ARG = st.one_of(
     st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=12),
     st.sampled_from(["-n", "--", "--help", "-e", "$HOME", "`id`", "$(id)", "end\\", "'", '"', "", " ", "\n"]),
 )
+
+
+#: Rows of the contract's end-state table (docs/contract.md, "End states") the cases check.
+END_STATE_ROWS = {
+    "exit": "a job that exits with code c is ('done', 'finished_regularly', c, None)",
+    "signal": "a job that dies of a signal s it was not sent by kill_job is ('done', 'finished_signal', None, s)",
+    "kill_running": "kill_job while running gives ('failed', 'killed_by_user', None, s or None)",
+    "kill_queued": "kill_job while queued or held gives ('failed', 'aborted_before_running', None, None)",
+    "launch": "a job that could not start (missing executable, bad cwd, unreadable stdin, unwritable output) "
+              "is ('failed', 'aborted', ...)",
+}
+
+
+def contract(row: str) -> str:
+    """The message of a failed end-state check: what the contract asks, and where it is written."""
+    return f"contract (docs/contract.md, 'End states'): {END_STATE_ROWS[row]}"
 
 
 def require(target: Target, capability: str) -> None:
@@ -78,12 +94,12 @@ def read(path: Path, timeout: float = 10.0) -> str:
 
 def test_exit_zero(conformance_target: Target) -> None:
     [jid] = run(conformance_target, Job(command=["/bin/true"]))
-    assert end_state(conformance_target, jid) == (C.DONE, C.FINISHED_REGULARLY, 0, None)
+    assert end_state(conformance_target, jid) == (C.DONE, C.FINISHED_REGULARLY, 0, None), contract("exit")
 
 
 def test_exit_three(conformance_target: Target) -> None:
     [jid] = run(conformance_target, Job(command=["/bin/sh", "-c", "exit 3"]))
-    assert end_state(conformance_target, jid) == (C.DONE, C.FINISHED_REGULARLY, 3, None)
+    assert end_state(conformance_target, jid) == (C.DONE, C.FINISHED_REGULARLY, 3, None), contract("exit")
 
 
 @pytest.mark.parametrize("sig", [15, 9], ids=["SIGTERM", "SIGKILL"])
@@ -91,14 +107,14 @@ def test_self_signal(conformance_target: Target, sig: int) -> None:
     require(conformance_target, "exit_signal")
     code = f"import os; os.kill(os.getpid(), {sig})"
     [jid] = run(conformance_target, py(conformance_target, code))
-    assert end_state(conformance_target, jid) == (C.DONE, C.FINISHED_TERM_SIG, None, sig)
+    assert end_state(conformance_target, jid) == (C.DONE, C.FINISHED_TERM_SIG, None, sig), contract("signal")
 
 
 def test_missing_executable(conformance_target: Target) -> None:
     require(conformance_target, "launch_errors")
     [jid] = run(conformance_target, Job(command=["/nonexistent/soma-missing-program", "x"]))
     status, exit_status, _, _ = end_state(conformance_target, jid)
-    assert (status, exit_status) == (C.FAILED, C.EXIT_ABORTED)
+    assert (status, exit_status) == (C.FAILED, C.EXIT_ABORTED), contract("launch")
 
 
 def test_bad_working_directory(conformance_target: Target) -> None:
@@ -106,7 +122,7 @@ def test_bad_working_directory(conformance_target: Target) -> None:
     missing = str(conformance_target.workdir / "no such dir")
     [jid] = run(conformance_target, Job(command=["/bin/true"], working_directory=missing))
     status, exit_status, _, _ = end_state(conformance_target, jid)
-    assert (status, exit_status) == (C.FAILED, C.EXIT_ABORTED)
+    assert (status, exit_status) == (C.FAILED, C.EXIT_ABORTED), contract("launch")
 
 
 def test_exit_info_is_idempotent(conformance_target: Target) -> None:
@@ -201,7 +217,7 @@ def test_odd_job_name(conformance_target: Target) -> None:
     require(conformance_target, "job_name")
     name = "odd name (1) & ; 'q' \"d\" $x `y` /a:b,c.é"
     [jid] = run(conformance_target, Job(command=["/bin/true"], name=name))
-    assert end_state(conformance_target, jid) == (C.DONE, C.FINISHED_REGULARLY, 0, None)
+    assert end_state(conformance_target, jid) == (C.DONE, C.FINISHED_REGULARLY, 0, None), contract("exit")
 
 
 # -- kill -----------------------------------------------------------------------------------------
@@ -214,7 +230,7 @@ def test_kill_queued(conformance_target: Target) -> None:
     assert wait_for_status(sched, jid, C.WAITING_STATES, 30) in C.WAITING_STATES
     sched.kill_job(jid)
     wait_for_end(sched, [jid], conformance_target.timeout, conformance_target.poll)
-    assert end_state(conformance_target, jid) == (C.FAILED, C.EXIT_NOTRUN, None, None)
+    assert end_state(conformance_target, jid) == (C.FAILED, C.EXIT_NOTRUN, None, None), contract("kill_queued")
 
 
 def test_kill_running(conformance_target: Target) -> None:
@@ -227,7 +243,7 @@ def test_kill_running(conformance_target: Target) -> None:
     wait_for_end(sched, [jid], conformance_target.timeout, conformance_target.poll)
     assert time.monotonic() - t0 < 60
     status, exit_status, value, sig = end_state(conformance_target, jid)
-    assert (status, exit_status, value) == (C.FAILED, C.USER_KILLED, None)
+    assert (status, exit_status, value) == (C.FAILED, C.USER_KILLED, None), contract("kill_running")
     assert sig is None or isinstance(sig, int)
 
 
@@ -235,7 +251,8 @@ def test_kill_finished_changes_nothing(conformance_target: Target) -> None:
     [jid] = run(conformance_target, Job(command=["/bin/sh", "-c", "exit 4"]))
     before = end_state(conformance_target, jid)
     conformance_target.scheduler.kill_job(jid)
-    assert end_state(conformance_target, jid) == before == (C.DONE, C.FINISHED_REGULARLY, 4, None)
+    assert end_state(conformance_target, jid) == before == (C.DONE, C.FINISHED_REGULARLY, 4, None), \
+        "contract (docs/contract.md, 'API'): kill_job of a finished job changes nothing"
 
 
 def test_kill_racing_completion(conformance_target: Target) -> None:
@@ -263,9 +280,16 @@ def test_kill_racing_completion(conformance_target: Target) -> None:
 @pytest.mark.parametrize("method", ["get_job_status", "get_job_exit_info", "kill_job"])
 def test_unknown_id(conformance_target: Target, method: str) -> None:
     bogus = "no-such-job-4242"
-    with pytest.raises(DRMError) as info:
-        getattr(conformance_target.scheduler, method)(bogus)
-    assert bogus in str(info.value)
+    asks = (f"contract (docs/contract.md, 'API'): {method}({bogus!r}) of an id this scheduler never gave raises "
+            "soma_schedulers.errors.UnknownJobError naming the id")
+    try:
+        answer = getattr(conformance_target.scheduler, method)(bogus)
+    except UnknownJobError as exc:
+        assert bogus in str(exc), f"{asks}; the message was {str(exc)!r}"
+    except Exception as exc:
+        pytest.fail(f"{asks}; it raised {type(exc).__name__}: {exc}", pytrace=False)
+    else:
+        pytest.fail(f"{asks}; it returned {answer!r}", pytrace=False)
 
 
 def test_submission_list_keeps_order_and_errors(conformance_target: Target) -> None:
@@ -315,14 +339,16 @@ def test_threads_submit_and_poll(conformance_target: Target) -> None:
     assert len(all_ids) == len(set(all_ids)) == 32
     for n, ids in results.items():
         for jid in ids:
-            assert end_state(conformance_target, jid) == (C.DONE, C.FINISHED_REGULARLY, n, None)
+            assert end_state(conformance_target, jid) == (C.DONE, C.FINISHED_REGULARLY, n, None), contract("exit")
 
 
 def test_jobs_finished_event(conformance_target: Target) -> None:
     sched = conformance_target.scheduler
     sched.jobs_finished_event.clear()
     run(conformance_target, Job(command=["/bin/true"]))
-    assert sched.jobs_finished_event.is_set()
+    assert sched.jobs_finished_event.is_set(), (
+        "contract (docs/contract.md, 'API'): when a job submitted with signal_end=True ends, the scheduler "
+        "sets jobs_finished_event (the threading.Event the base class makes); it was not set")
 
 
 def test_context_manager_and_clean(conformance_target: Target) -> None:
@@ -347,7 +373,7 @@ def _refused(target: Target, job: object, *words: str) -> None:
 def _aborted(target: Target, job: Job) -> None:
     [jid] = run(target, job)
     status, exit_status, _, _ = end_state(target, jid)
-    assert (status, exit_status) == (C.FAILED, C.EXIT_ABORTED)
+    assert (status, exit_status) == (C.FAILED, C.EXIT_ABORTED), contract("launch")
 
 
 def test_bad_input_unknown_queue(conformance_target: Target) -> None:

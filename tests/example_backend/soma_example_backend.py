@@ -3,8 +3,9 @@
 ``ThreadScheduler`` runs each job as a child process watched by a thread.
 It is registered through the ``soma_schedulers.schedulers`` entry point
 (see this folder's pyproject.toml) as ``example_threads``. ``BrokenScheduler``
-(``example_broken``) is the same with two deliberate bugs, so the test suite
-can show that the conformance suite catches them.
+(``example_broken``) and ``SilentScheduler`` (``example_silent``) are the same
+with deliberate bugs, so the test suite can show that the conformance suite
+catches them and says what the contract asks.
 """
 
 from __future__ import annotations
@@ -130,3 +131,19 @@ class BrokenScheduler(ThreadScheduler):
 
     def _exit(self, code: int) -> ExitInfo:
         return ExitInfo(C.FINISHED_REGULARLY, 0, None, None)
+
+
+class SilentScheduler(ThreadScheduler):
+    """Deliberately wrong: never sets jobs_finished_event, and answers unknown ids with a bare KeyError."""
+
+    scheduler_type = "example_silent"
+
+    def _end(self, job_id: str, status: str, info: ExitInfo) -> None:
+        with self._lock:
+            self._status[job_id] = status
+            self._info[job_id] = info
+            self._procs.pop(job_id, None)
+
+    def get_job_status(self, scheduler_job_id: str) -> str:
+        with self._lock:
+            return self._status[scheduler_job_id]
