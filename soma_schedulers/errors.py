@@ -28,12 +28,22 @@ class SchedulerUnavailableError(DRMError):
     """The scheduler type exists but cannot work here (missing library or command)."""
 
 
+class SchedulerClosedError(DRMError):
+    """The scheduler was used after ``clean()`` (or after leaving its ``with`` block)."""
+
+
+class NotSupportedError(DRMError):
+    """The backend cannot do this by nature (e.g. follow a job another process submitted,
+    when its jobs live in the process that submitted them)."""
+
+
 class JobSpecError(DRMError, ValueError):
     """A job description is invalid (empty command, wrong field type, ...)."""
 
 
 class UnknownJobError(DRMError, KeyError):
-    """The job id was never returned by this scheduler instance."""
+    """The job id was never returned by this scheduler instance (nor attached to it), or, from
+    :meth:`~soma_schedulers.scheduler.Scheduler.attach`, the DRMS does not know it."""
 
     def __init__(self, job_id: object) -> None:
         self.job_id = job_id

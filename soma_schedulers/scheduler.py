@@ -18,7 +18,13 @@ from types import TracebackType
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from .config import SchedulerConfig, config_from_mapping, load_config
-from .errors import ConfigurationError, DRMError, SchedulerUnavailableError, UnknownSchedulerTypeError
+from .errors import (
+    ConfigurationError,
+    DRMError,
+    NotSupportedError,
+    SchedulerUnavailableError,
+    UnknownSchedulerTypeError,
+)
 from .job import Job, as_job
 
 __all__ = [
@@ -95,6 +101,9 @@ class Scheduler(abc.ABC):
     scheduler_type: ClassVar[str] = ""
     #: Features from :data:`CAPABILITIES` this backend honours.
     capabilities: ClassVar[frozenset[str]] = CAPABILITIES
+    #: True when the DRMS keeps the jobs beyond the submitting process, so another process (a
+    #: later command line, a restarted engine) can :meth:`attach` to them by id.
+    attachable: ClassVar[bool] = False
 
     parallel_job_submission_info: dict[str, str] | None = None
     logger: logging.Logger | None = None
@@ -150,6 +159,29 @@ class Scheduler(abc.ABC):
     @abc.abstractmethod
     def kill_job(self, scheduler_job_id: str) -> None:
         """Kill a queued or running job; a finished job is left as it is."""
+
+    # -- jobs of other processes ---------------------------------------------------
+    def attach(self, scheduler_job_ids: Iterable[str]) -> None:
+        """Follow jobs this instance did not submit (by another process, the command line, an engine
+        before its restart): afterwards every job method accepts their ids, and their end states come
+        from the DRMS's records (accounting, history) even when they ended before.
+
+        Raises :class:`~soma_schedulers.errors.UnknownJobError` naming an id the DRMS does not know
+        (nothing is attached then), and :class:`~soma_schedulers.errors.NotSupportedError` for a backend
+        whose jobs live only in the process that submitted them (``attachable`` is False).
+        """
+        raise NotSupportedError(
+            f"{type(self).__name__} jobs live only in the process that submitted them: they cannot be "
+            "followed from another one")
+
+    @classmethod
+    def unavailable_reason(cls, config: Any = None) -> str | None:
+        """Why this type cannot run on this machine with ``config`` (its client command is not on
+        PATH and no bridge is configured, a library is missing...), or ``None`` when it can.
+
+        Cheap and side-effect free: ``soma-schedulers types`` asks it of every type.
+        """
+        return None
 
     # -- batched queries -------------------------------------------------------
     def get_jobs_status(self, scheduler_job_ids: Iterable[str]) -> dict[str, str]:
