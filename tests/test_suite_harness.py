@@ -283,3 +283,22 @@ def test_conformance_cli_help_and_usage_errors() -> None:
                         (["--drms", "nosuch"], "unknown DRMS target")):
         out = cli(*args)
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and words in out.stderr, out.stderr
+
+
+# -- failure-report logs ---------------------------------------------------------------------------------
+
+def test_log_report_puts_the_failing_jobs_lines_first_within_a_budget(tmp_path: Path) -> None:
+    from soma_schedulers.testing.cluster_logs import file_report_script
+
+    server = tmp_path / "server.log"
+    noise = "".join(f"12:00:{i % 60:02d} job 9{i}.torqueserver ran\n" for i in range(2000))
+    server.write_text(noise[:40000] + "12:01:00 job 93.torqueserver obit received\n" + noise[40000:])
+    (tmp_path / "mom.log").write_text("12:00:00 started job 93.torqueserver on c1\n12:00:01 job 930 ok\n")
+    script = file_report_script([str(tmp_path / "*.log")], ["93.torqueserver", "93.torqueserver"], budget=1200)
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "obit received" in out and "started job 93.torqueserver on c1" in out
+    assert f"---- {server}: lines naming job 93.torqueserver\n" in out
+    assert "2-12:00:01 job 930 ok" in out and "2:12:00:01 job 930 ok" not in out  # context, not a match
+    server_part = out.split("---- " + str(tmp_path / "server.log"))[1:]
+    assert sum(len(p) for p in server_part) < 1200 + 400  # its budget, plus the headers
+    assert "job 91999.torqueserver ran" in out  # the tail is there too

@@ -42,7 +42,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -503,25 +503,12 @@ class DrmsCluster:
         out = (raw_out or b"").decode("utf-8", errors="replace")
         return (rc if rc is not None else -1), out
 
-    def logs(self) -> str:
-        """Container logs plus the tails of the daemon log files, for failure reports."""
-        parts: list[str] = []
-        for ctr in self.containers:
-            try:
-                ctr.reload()
-                status = ctr.status
-                text = ctr.logs(tail=300).decode("utf-8", errors="replace")
-            except Exception as exc:  # container already gone
-                parts.append(f"==== {ctr.name}: unavailable ({exc})")
-                continue
-            parts.append(f"==== {ctr.name} ({status}) docker logs\n{text.rstrip()}")
-            if status == "running" and self.spec.log_paths:
-                globs = " ".join(self.spec.log_paths)
-                script = f'for f in {globs}; do [ -f "$f" ] && {{ echo "---- $f"; tail -n 150 "$f"; }}; done; true'
-                with contextlib.suppress(Exception):
-                    _, out = self.exec(["bash", "-c", script], container=ctr)
-                    parts.append(f"==== {ctr.name} daemon logs\n{out.rstrip()}")
-        return "\n".join(parts)
+    def logs(self, focus: Sequence[str] = ()) -> str:
+        """Container logs plus the daemon log files, each container within its own budget, the
+        lines naming the ``focus`` job ids first (:mod:`.cluster_logs`), for failure reports."""
+        from .cluster_logs import cluster_logs
+
+        return cluster_logs(self, focus)
 
     # -- teardown ---------------------------------------------------------
 

@@ -45,6 +45,7 @@ __all__ = ["Wanted", "wanted_targets"]
 _RESULTS = pytest.StashKey[Results]()
 _POOL = pytest.StashKey[Any]()  # drms_pool.ClusterPool, imported only when a DRMS is asked for
 _UNAVAILABLE = pytest.StashKey[dict[str, str]]()
+_FIRST_ID = pytest.StashKey[int]()  # index in Target.submitted of a case's first job
 _WORKER_POOL = "soma_schedulers_pool"
 _WORKER_UNAVAILABLE = "soma_schedulers_unavailable"
 
@@ -226,15 +227,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report.user_properties.append((TARGET_PROPERTY, target_id))
     report.user_properties.append((CASE_PROPERTY, case_name(getattr(item, "originalname", item.name),
                                                             callspec.id, target_id)))
-    if report.failed and report.when == "call":
-        cluster = None
-        try:
-            cluster = item.funcargs["conformance_target"].cluster  # type: ignore[attr-defined]
-        except (KeyError, AttributeError):
-            pass
+    target = getattr(item, "funcargs", {}).get("conformance_target")
+    if report.when == "setup" and isinstance(target, Target):
+        item.stash[_FIRST_ID] = len(target.submitted)
+    if report.failed and report.when == "call" and isinstance(target, Target):
+        cluster = getattr(target, "cluster", None)
         if cluster is not None:
+            # the jobs of this case (the last ones first), and ids the failure message names
+            mine = target.submitted[item.stash.get(_FIRST_ID, 0):][-20:]
+            named = [i for i in target.submitted[-500:] if i in str(report.longrepr)][-20:]
             try:
-                report.sections.append(("DRMS daemon logs", cluster.logs()[-20000:]))
+                report.sections.append(("DRMS daemon logs", cluster.logs(focus=[*reversed(mine), *named])))
             except Exception as exc:  # logs are a help, never a second failure
                 report.sections.append(("DRMS daemon logs", f"unavailable: {exc}"))
 

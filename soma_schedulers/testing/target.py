@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import constants as C
 from ..scheduler import Scheduler
@@ -34,12 +35,23 @@ class Target:
     poll: float = 0.02
     examples: int = 25
     finalizers: list[Callable[[], None]] = field(default_factory=list)
+    #: Ids the shared scheduler gave, in order (failure reports show their DRMS log lines first).
+    submitted: list[str] = field(default_factory=list)
     _scheduler: Scheduler | None = None
 
     @property
     def scheduler(self) -> Scheduler:
         if self._scheduler is None:
-            self._scheduler = self.make_scheduler()
+            sched = self.make_scheduler()
+            submit = sched.job_submission
+
+            def recording(jobs: Sequence[Any], signal_end: bool = True) -> list[str | None]:
+                ids = submit(jobs, signal_end)
+                self.submitted.extend(i for i in ids if isinstance(i, str))
+                return ids
+
+            sched.job_submission = recording  # type: ignore[method-assign]
+            self._scheduler = sched
         return self._scheduler
 
     @property
