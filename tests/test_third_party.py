@@ -1,35 +1,20 @@
 """A third-party backend, registered through the entry point, runs the shipped suite.
 
 The example backend lives in tests/example_backend/. Instead of pip-installing
-it, each test makes a real ``.dist-info`` folder with its entry points (what an
-install would make) on a PYTHONPATH given to a pytest subprocess.
+it, the ``example_pythonpath`` fixture (conftest.py) makes a real ``.dist-info``
+folder with its entry points (what an install would make), on a PYTHONPATH
+given to a pytest subprocess.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-import tomllib
-
-EXAMPLE = Path(__file__).parent / "example_backend"
 
 
-def _install_entry_points(tmp: Path, extra: dict[str, str] | None = None) -> str:
-    meta = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
-    dist = tmp / f"soma_example_backend-{meta['version']}.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n")
-    lines = ["[soma_schedulers.schedulers]"]
-    entry_points = {**meta["entry-points"]["soma_schedulers.schedulers"], **(extra or {})}
-    lines += [f"{k} = {v}" for k, v in entry_points.items()]
-    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    return os.pathsep.join([str(EXAMPLE), str(tmp)])
-
-
-def _run_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, scheduler: str) -> pytest.RunResult:
-    path = _install_entry_points(pytester.path)
+def _run_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, path: str,
+               scheduler: str) -> pytest.RunResult:
     monkeypatch.setenv("PYTHONPATH", path + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return pytester.runpytest_subprocess(
         "--pyargs", "soma_schedulers.testing.suite", f"--scheduler={scheduler}",
@@ -37,8 +22,9 @@ def _run_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, sched
     )
 
 
-def test_example_backend_passes_the_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = _run_suite(pytester, monkeypatch, "example_threads")
+def test_example_backend_passes_the_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                          example_pythonpath: str) -> None:
+    result = _run_suite(pytester, monkeypatch, example_pythonpath, "example_threads")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0, result.stdout.str()[-4000:]
     assert outcomes.get("passed", 0) >= 20
@@ -47,8 +33,9 @@ def test_example_backend_passes_the_suite(pytester: pytest.Pytester, monkeypatch
     result.stdout.fnmatch_lines(["*example_threads*passed*"])
 
 
-def test_broken_backend_fails_clearly(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = _run_suite(pytester, monkeypatch, "example_broken")
+def test_broken_backend_fails_clearly(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                      example_pythonpath: str) -> None:
+    result = _run_suite(pytester, monkeypatch, example_pythonpath, "example_broken")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) >= 3, result.stdout.str()[-4000:]
     text = result.stdout.str()
@@ -57,10 +44,9 @@ def test_broken_backend_fails_clearly(pytester: pytest.Pytester, monkeypatch: py
     assert "At index 2 diff: 0 != 3" in text
 
 
-def test_contract_failures_say_what_the_contract_asks(pytester: pytest.Pytester,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _install_entry_points(pytester.path)
-    monkeypatch.setenv("PYTHONPATH", path + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def test_contract_failures_say_what_the_contract_asks(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                      example_pythonpath: str) -> None:
+    monkeypatch.setenv("PYTHONPATH", example_pythonpath + os.pathsep + os.environ.get("PYTHONPATH", ""))
     result = pytester.runpytest_subprocess(
         "--pyargs", "soma_schedulers.testing.suite", "--scheduler=example_silent", "-p", "no:cacheprovider",
         "-k", "jobs_finished_event or unknown_id", timeout=600)
@@ -72,13 +58,18 @@ def test_contract_failures_say_what_the_contract_asks(pytester: pytest.Pytester,
     assert "docs/contract.md, 'API'" in text
 
 
-def test_misspelled_capability_is_refused_once(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_misspelled_capability_is_refused_once(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                               example_pythonpath: str) -> None:
     (pytester.path / "typo_backend.py").write_text(
         "from soma_example_backend import ThreadScheduler\n"
         "class Typo(ThreadScheduler):\n"
         "    capabilities = frozenset({'stdout', 'environment', 'cwd'})\n")
-    path = _install_entry_points(pytester.path, extra={"typo": "typo_backend:Typo"})
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(pytester.path), path, os.environ.get("PYTHONPATH", "")]))
+    dist = pytester.path / "typo_backend-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: typo-backend\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[soma_schedulers.schedulers]\ntypo = typo_backend:Typo\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(pytester.path), example_pythonpath,
+                                                      os.environ.get("PYTHONPATH", "")]))
     result = pytester.runpytest_subprocess("--pyargs", "soma_schedulers.testing.suite", "--scheduler=typo",
                                            "-p", "no:cacheprovider", timeout=600)
     assert result.ret == pytest.ExitCode.USAGE_ERROR

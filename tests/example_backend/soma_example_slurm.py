@@ -19,6 +19,12 @@
 It needs Slurm accounting (``sacct``) for exit codes, and sees a launch error
 only when a poll comes within ``MinJobAge`` of the job's end (squeue shows the
 Comment; Slurm's accounting keeps it only with ``AccountingStoreFlags=job_comment``).
+
+Left out to stay short (``soma_schedulers.batch.CommandLineScheduler`` does them):
+retrying a failed query, ending a job ``failed``/``aborted`` once Slurm could not
+be asked for ``undetermined_timeout`` seconds (here it stays ``undetermined``),
+and finding a job again when ``sbatch``'s answer is lost. The conformance suite
+does not check these. docs/writing-a-backend.md walks through this file.
 """
 
 from __future__ import annotations
@@ -112,7 +118,7 @@ class SlurmExample(Scheduler):
     accounting_grace = 10.0  #: how long an incomplete sacct record is waited for (x6: a missing one)
 
     def __init__(self, chdir: str | None = None, command_timeout: float = 60.0) -> None:
-        super().__init__()
+        super().__init__()  # jobs_finished_event, logger, per-thread submission errors
         self.chdir = chdir  # sbatch's --chdir, if given (the script does the job's own `cd`)
         self.command_timeout = command_timeout
         self._lock = threading.Lock()  # guards the records below
@@ -151,6 +157,7 @@ class SlurmExample(Scheduler):
     # -- submission ----------------------------------------------------------------------------
     def job_submission(self, jobs: Sequence[Any], signal_end: bool = True) -> list[str | None]:
         """Submit each job with ``sbatch`` (:meth:`Scheduler.submit_each` keeps the errors)."""
+        # A job signals its end when the call asks for it and the job does (an EngineJob may not).
         return self.submit_each(jobs, lambda job: self._submit(job, signal_end and job.signal_end))
 
     def _submit(self, job: Job, signal_end: bool) -> str:
