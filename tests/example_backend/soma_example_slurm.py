@@ -254,11 +254,13 @@ class SlurmExample(Scheduler):
                 if job_id in ends:
                     self._status[job_id], self._info[job_id] = ends[job_id]
                     self._waiting.pop(job_id, None)
-                    if self._signal_end.get(job_id):
-                        self.jobs_finished_event.set()
                 elif now - self._waiting.setdefault(job_id, now) > 6 * self.accounting_grace:
                     self._status[job_id], self._info[job_id] = C.FAILED, ExitInfo(C.EXIT_ABORTED, None, None, None)
                     self._errors.setdefault(job_id, "Slurm has no record of the job's end")
+                else:
+                    continue
+                if self._signal_end.get(job_id):  # any end, the engine waits on it
+                    self.jobs_finished_event.set()
 
     def _sacct(self, ids: list[str]) -> dict[str, tuple[str, ExitInfo]]:
         """The ends of ``ids`` that Slurm's accounting has recorded completely."""
