@@ -91,13 +91,13 @@ class PersistentShell:
                         try:
                             pending = pending[os.write(key.fd, pending):]
                         except BrokenPipeError:
-                            raise ShellGone(bytes(err).decode("utf-8", "replace")) from None
+                            raise ShellGone(self._last_words(err)) from None
                         if not pending:
                             sel.unregister(self.proc.stdin)
                         continue
                     data = os.read(key.fd, 65536)
                     if not data:
-                        raise ShellGone(bytes(err).decode("utf-8", "replace"))
+                        raise ShellGone(self._last_words(err))
                     (out if key.fileobj is self.proc.stdout else err).extend(data)
                 if rc is None:
                     at = out.find(out_mark)
@@ -110,6 +110,26 @@ class PersistentShell:
                     del err[-len(err_mark):]
         self.used = time.monotonic()
         return rc, bytes(out), bytes(err)
+
+    def _last_words(self, err: bytearray, wait: float = 1.0) -> str:
+        """The shell's stderr once it ended: what was read, and the rest (up to EOF, at most ``wait`` s).
+
+        Its stdin or stdout may close before its stderr is read (a ``docker exec`` whose container
+        is gone says why on stderr): the reason would be lost otherwise.
+        """
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + wait
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stderr, selectors.EVENT_READ)
+            while (remaining := deadline - time.monotonic()) > 0 and sel.select(remaining):
+                try:
+                    data = os.read(self.proc.stderr.fileno(), 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                err.extend(data)
+        return bytes(err).decode("utf-8", "replace")
 
     def close(self, wait: float = 0.0) -> None:
         """End the shell: EOF on its input, then SIGKILL after ``wait`` seconds."""
