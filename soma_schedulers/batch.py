@@ -12,6 +12,7 @@ seconds, then ``failed``/``aborted`` with the reason kept.
 from __future__ import annotations
 
 import abc
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from . import constants as C
-from .config import SchedulerConfig
+from .config import BridgeConfig, SchedulerConfig
 from .errors import (
     BridgeError,
     CommandError,
@@ -30,7 +31,7 @@ from .errors import (
     UnknownJobError,
 )
 from .job import Job
-from .runner import CommandRunner
+from .runner import CommandRunner, container_markers
 from .scheduler import ExitInfo, Scheduler
 
 __all__ = ["CommandLineScheduler", "Observation"]
@@ -332,6 +333,24 @@ class CommandLineScheduler(Scheduler):
                 self.logger.warning("cancelling job %s: %s", scheduler_job_id, exc)
         with self._poll_lock:
             self._polled_at = float("-inf")
+
+    @classmethod
+    def unavailable_reason(cls, config: Any = None) -> str | None:
+        """Why this type cannot run here: its client command (``probe_command``) is not on PATH and
+        no bridge reaches one (``OUT_OF_CONTAINER`` ``none``, or ``auto`` outside a container, where the
+        automatic bridge is not used). A configured bridge (``prefix``, ``ssh``) is taken as working:
+        checking it would run a command on the far side."""
+        if not cls.probe_command:
+            return None
+        bridge = config.bridge if isinstance(config, SchedulerConfig) else BridgeConfig()
+        if bridge.mode in ("prefix", "ssh") or shutil.which(cls.probe_command):
+            return None
+        if bridge.mode == "auto":
+            if container_markers():
+                return None  # the automatic ssh bridge to the host
+            return (f"{cls.probe_command} is not on PATH and no bridge is configured (OUT_OF_CONTAINER = "
+                    "prefix with BRIDGE_COMMAND, or ssh with BRIDGE_SSH_HOST)")
+        return f"{cls.probe_command} is not on PATH (OUT_OF_CONTAINER = none: no bridge)"
 
     def clean(self) -> None:
         """Close the bridge and forget every job (the instance is unusable afterwards)."""

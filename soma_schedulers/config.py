@@ -10,7 +10,10 @@ ignored, anything else is an error naming the key.
 
 from __future__ import annotations
 
+import ast
 import configparser
+import contextlib
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +22,8 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["PARALLEL_CONFIG_KEYS", "BridgeConfig", "SchedulerConfig", "load_config"]
+__all__ = ["PARALLEL_CONFIG_KEYS", "BridgeConfig", "SchedulerConfig", "config_from_mapping", "load_config",
+           "pick_section", "read_ini"]
 
 #: Soma-Workflow's parallel-job keys (collected into ``parallel_job_config``).
 PARALLEL_CONFIG_KEYS = (
@@ -137,27 +141,79 @@ class SchedulerConfig:
         return dict(self.parallel_job_config)
 
 
-def _int(key: str, value: str) -> int:
-    try:
+def _kind(value: object) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _text(key: str, value: object) -> str:
+    """A text value, stripped; a non-``str`` is refused (no guess at what it means)."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{key} must be a string, got {_kind(value)}")
+    return value.strip()
+
+
+def _int(key: str, value: object) -> int:
+    """An integer: an ``int``, a float without a fraction, or its text."""
+    if isinstance(value, float) and value.is_integer():
         return int(value)
-    except ValueError:
-        raise ConfigurationError(f"{key} must be an integer, got {value!r}") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ConfigurationError(f"{key} must be an integer, got {_kind(value) if not isinstance(value, str) else repr(value)}")
 
 
-def _bool(key: str, value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "yes", "true", "on"):
-        return True
-    if lowered in ("0", "no", "false", "off"):
-        return False
-    raise ConfigurationError(f"{key} must be yes or no, got {value!r}")
+def _bool(key: str, value: object) -> bool:
+    """yes/no: a ``bool``, 0 or 1, or their words (yes, no, true, false, on, off, 1, 0)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "yes", "true", "on"):
+            return True
+        if lowered in ("0", "no", "false", "off"):
+            return False
+        raise ConfigurationError(f"{key} must be yes or no, got {value!r}")
+    raise ConfigurationError(f"{key} must be yes or no, got {_kind(value)}")
 
 
-def _float(key: str, value: str) -> float:
-    try:
+def _float(key: str, value: object) -> float:
+    """A number: an ``int``, a ``float``, or its text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    except ValueError:
-        raise ConfigurationError(f"{key} must be a number, got {value!r}") from None
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+        raise ConfigurationError(f"{key} must be a number, got {value!r}")
+    raise ConfigurationError(f"{key} must be a number, got {_kind(value)}")
+
+
+def _words(key: str, value: object) -> tuple[str, ...]:
+    """A command line: text split as a POSIX shell would, or a list of str (one argv item each)."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    if isinstance(value, str):
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            raise ConfigurationError(f"{key} is not a valid command line: {exc} in {value!r}") from None
+    raise ConfigurationError(f"{key} must be a string or a list of str, got {_kind(value)}")
+
+
+def _option(key: str, value: object) -> str:
+    """A backend option (``OPTION_<name>``): text, or a number or yes/no given as such."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return _text(key, value)
 
 
 #: INI key -> (SchedulerConfig field, converter).
@@ -170,53 +226,64 @@ _NUMERIC_KEYS: dict[str, tuple[str, Any]] = {
     "status_cache_seconds": ("status_cache_seconds", _float),
     "undetermined_timeout": ("undetermined_timeout", _float),
 }
+#: INI key -> (BridgeConfig field, converter), for the keys that need no more than a conversion.
+_BRIDGE_KEYS: dict[str, tuple[str, Any]] = {
+    "bridge_ssh_user": ("user", _text),
+    "bridge_ssh_port": ("port", _int),
+    "bridge_ssh_identity": ("identity_file", _text),
+    "bridge_ssh_options": ("ssh_options", _words),
+    "bridge_shared_dir": ("shared_dir", _text),
+    "bridge_ssh_reuse": ("reuse", _bool),
+    "bridge_ssh_login": ("login", _bool),
+    "bridge_shells": ("shells", _bool),
+}
 
 
-def config_from_mapping(values: Mapping[str, str], *, source: str = "configuration") -> SchedulerConfig:
-    """Build a :class:`SchedulerConfig` from Soma-Workflow-style keys (case-insensitive)."""
+def config_from_mapping(values: Mapping[str, Any], *, source: str = "configuration") -> SchedulerConfig:
+    """Build a :class:`SchedulerConfig` from Soma-Workflow-style keys (case-insensitive).
+
+    Values are text, as an INI file gives them, or Python values that mean the same thing: an
+    ``int`` for ``CPU_NB``, a number for ``COMMAND_TIMEOUT``, a ``bool`` for ``BRIDGE_SHELLS``,
+    a list of str for ``BRIDGE_COMMAND``, ``BRIDGE_SSH_OPTIONS`` or ``NATIVE_SPECIFICATION``;
+    ``None`` is a key not given. Anything else is a :class:`ConfigurationError` naming the key.
+    """
     kw: dict[str, Any] = {}
     bridge: dict[str, Any] = {}
     parallel: dict[str, str] = {}
     options: dict[str, Any] = {}
     parallel_lower = {k.lower(): k for k in PARALLEL_CONFIG_KEYS}
     for raw_key, value in values.items():
+        if not isinstance(raw_key, str):
+            raise ConfigurationError(f"configuration key {raw_key!r} in {source} is not a string")
         key = raw_key.lower()
-        value = value.strip()
+        if value is None:
+            continue
+        where = f"{raw_key} ({source})"
         if key == "scheduler_type":
-            kw["scheduler_type"] = value
+            kw["scheduler_type"] = _text(where, value) or None
         elif key == "native_specification":
-            kw["native_specification"] = value or None
+            if isinstance(value, (list, tuple)):
+                kw["native_specification"] = _words(where, value) or None
+            else:
+                kw["native_specification"] = _text(where, value) or None
         elif key in parallel_lower:
-            parallel[parallel_lower[key]] = value
+            parallel[parallel_lower[key]] = _text(where, value)
         elif key in _NUMERIC_KEYS:
             field_name, convert = _NUMERIC_KEYS[key]
-            kw[field_name] = convert(raw_key, value)
+            kw[field_name] = convert(where, value)
         elif key == "out_of_container":
-            bridge["mode"] = value.lower()
+            bridge["mode"] = _text(where, value).lower()
         elif key == "bridge_command":
-            bridge["prefix"] = tuple(shlex.split(value))
+            bridge["prefix"] = _words(where, value)
             bridge.setdefault("mode", "prefix")
         elif key == "bridge_ssh_host":
-            bridge["host"] = value
+            bridge["host"] = _text(where, value)
             bridge.setdefault("mode", "ssh")
-        elif key == "bridge_ssh_user":
-            bridge["user"] = value
-        elif key == "bridge_ssh_port":
-            bridge["port"] = _int(raw_key, value)
-        elif key == "bridge_ssh_identity":
-            bridge["identity_file"] = value
-        elif key == "bridge_ssh_options":
-            bridge["ssh_options"] = tuple(shlex.split(value))
-        elif key == "bridge_shared_dir":
-            bridge["shared_dir"] = value
-        elif key == "bridge_ssh_reuse":
-            bridge["reuse"] = _bool(raw_key, value)
-        elif key == "bridge_ssh_login":
-            bridge["login"] = _bool(raw_key, value)
-        elif key == "bridge_shells":
-            bridge["shells"] = _bool(raw_key, value)
+        elif key in _BRIDGE_KEYS:
+            field_name, convert = _BRIDGE_KEYS[key]
+            bridge[field_name] = convert(where, value)
         elif key.startswith("option_"):
-            options[raw_key[len("option_"):].lower()] = value
+            options[raw_key[len("option_"):].lower()] = _option(where, value)
         elif key in _IGNORED_SW_KEYS:
             continue
         else:
@@ -230,11 +297,24 @@ def config_from_mapping(values: Mapping[str, str], *, source: str = "configurati
     return SchedulerConfig(**kw)
 
 
-def load_config(path: str | Path, section: str | None = None) -> SchedulerConfig:
-    """Load one section of a Soma-Workflow-style INI file.
+def _parse_error(path: str | Path, exc: configparser.Error) -> str:
+    """configparser's error as one line: where, and what."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"line {exc.lineno}: {exc.line.strip()!r} comes before any [section] header"
+    if isinstance(exc, configparser.ParsingError) and exc.errors:
+        lineno, line = exc.errors[0]
+        with contextlib.suppress(ValueError, SyntaxError):  # some versions keep repr(line)
+            line = str(ast.literal_eval(line)) if line[:1] in "'\"" else line
+        more = f" (and {len(exc.errors) - 1} more lines)" if len(exc.errors) > 1 else ""
+        return f"line {lineno}: {line.strip()!r} is not 'KEY = value'{more}"
+    text = str(exc)
+    # "While reading from 'x.ini' [line  3]: section 'a' already exists" -> from "line 3" on
+    text = text.replace(f"While reading from {str(path)!r} ", "")
+    return " ".join(re.sub(r"^\[line\s+(\d+)\]", r"line \1", text).split())
 
-    Without ``section``, the file must have exactly one section.
-    """
+
+def read_ini(path: str | Path) -> configparser.ConfigParser:
+    """Parse an INI file (keys keep their case, no interpolation); errors are one line."""
     parser = configparser.ConfigParser(interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
@@ -242,15 +322,32 @@ def load_config(path: str | Path, section: str | None = None) -> SchedulerConfig
             parser.read_file(fh)
     except OSError as exc:
         raise ConfigurationError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"configuration file {path} is not UTF-8 text: {exc.reason}") from None
     except configparser.Error as exc:
-        raise ConfigurationError(f"malformed configuration file {path}: {exc}") from None
-    sections = parser.sections()
+        raise ConfigurationError(f"malformed configuration file {path}: {_parse_error(path, exc)}") from None
+    return parser
+
+
+def pick_section(sections: Mapping[str, Any], section: str | None, where: str) -> str:
+    """The name of the section to use: ``section``, or the only one there is."""
+    names = list(sections)
     if section is None:
-        if len(sections) != 1:
+        if len(names) != 1:
             raise ConfigurationError(
-                f"{path} has {len(sections)} sections ({', '.join(sections) or 'none'}); name one"
-            )
-        section = sections[0]
-    if section not in sections:
-        raise ConfigurationError(f"{path} has no section [{section}] (sections: {', '.join(sections)})")
-    return config_from_mapping(dict(parser[section]), source=f"{path} [{section}]")
+                f"{where} has {len(names)} sections ({', '.join(names) or 'none'}); name one "
+                "(--section on the command line, section= in build_scheduler)")
+        return names[0]
+    if section not in names:
+        raise ConfigurationError(f"{where} has no section [{section}] (sections: {', '.join(names) or 'none'})")
+    return section
+
+
+def load_config(path: str | Path, section: str | None = None) -> SchedulerConfig:
+    """Load one section of a Soma-Workflow-style INI file (one section per resource).
+
+    Without ``section``, the file must have exactly one section.
+    """
+    parser = read_ini(path)
+    name = pick_section({n: parser[n] for n in parser.sections()}, section, str(path))
+    return config_from_mapping(dict(parser[name]), source=f"{path} [{name}]")

@@ -25,7 +25,9 @@ class UnknownSchedulerTypeError(ConfigurationError, LookupError):
 
 
 class SchedulerUnavailableError(DRMError):
-    """The scheduler type exists but cannot work here (missing library or command)."""
+    """The scheduler type exists but cannot work here (missing library or command, a third-party
+    entry point that cannot be loaded), or is a known name this package does not provide
+    (``drmaa2``: see :data:`soma_schedulers.scheduler.NOT_PROVIDED`)."""
 
 
 class SchedulerClosedError(DRMError):
@@ -65,8 +67,12 @@ class CommandError(DRMError):
         self.returncode = returncode
         self.stderr = stderr
         self.stdout = stdout
-        detail = stderr.strip() or stdout.strip() or "no output"
-        super().__init__(f"command {self.argv[0] if self.argv else '?'!s} failed (exit {returncode}): {detail}")
+        super().__init__(self._message(stderr.strip() or stdout.strip() or "no output"))
+
+    def _message(self, detail: str) -> str:
+        """The one-line message: the command, its exit status when it has one, what it said."""
+        status = f" (exit {self.returncode})" if self.returncode is not None else ""
+        return " ".join(f"command {self.argv[0] if self.argv else '?'!s} failed{status}: {detail}".split())
 
 
 class CommandTimeoutError(CommandError):
@@ -78,7 +84,14 @@ class CommandTimeoutError(CommandError):
 
 
 class CommandNotFoundError(CommandError):
-    """A DRMS client command is not installed (locally or on the bridged host)."""
+    """A DRMS client command is not installed (locally or on the bridged host).
+
+    The message is the explanation alone (it names the command): ``sbatch is not installed or
+    not on PATH (...)``.
+    """
+
+    def _message(self, detail: str) -> str:
+        return " ".join(detail.split())
 
 
 class BridgeError(CommandError):

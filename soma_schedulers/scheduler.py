@@ -8,20 +8,25 @@ backends and in the entry-point group ``soma_schedulers.schedulers``.
 from __future__ import annotations
 
 import abc
+import functools
 import importlib
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 
-from .config import SchedulerConfig, config_from_mapping, load_config
+from .config import SchedulerConfig, config_from_mapping, load_config, pick_section
 from .errors import (
     ConfigurationError,
     DRMError,
+    JobSpecError,
     NotSupportedError,
+    SchedulerClosedError,
     SchedulerUnavailableError,
     UnknownSchedulerTypeError,
 )
@@ -29,13 +34,20 @@ from .job import Job, as_job
 
 __all__ = [
     "CAPABILITIES",
+    "DEFAULT_SCHEDULER_TYPE",
     "ENTRY_POINT_GROUP",
+    "GUARDED_METHODS",
+    "NOT_PROVIDED",
     "OPTIONAL_CAPABILITIES",
     "ExitInfo",
     "Scheduler",
     "build_scheduler",
+    "coerce_config",
     "get_scheduler_implementation",
     "get_schedulers_list",
+    "known_scheduler_types",
+    "resolve_scheduler_type",
+    "scheduler_types_report",
 ]
 
 ENTRY_POINT_GROUP = "soma_schedulers.schedulers"
@@ -75,6 +87,81 @@ _BUILTIN_TYPES: dict[str, str] = {
 }
 
 
+#: The type used when neither the caller nor the configuration names one.
+DEFAULT_SCHEDULER_TYPE = "local_basic"
+
+#: Type names users know from Soma-Workflow that this package does not provide, and why (one line).
+NOT_PROVIDED: dict[str, str] = {
+    "drmaa2": (
+        "scheduler type 'drmaa2' is not provided: no open-source DRMAA 2 C library exists (Open Cluster "
+        "Scheduler, OpenPBS and slurm-drmaa ship DRMAA 1 only; the one Python binding loads Altair UGE's "
+        "commercial library); use 'drmaa' (DRMAA 1) or the DRMS's own type (slurm, pbspro, torque)"
+    ),
+}
+
+#: The methods that raise :class:`~soma_schedulers.errors.SchedulerClosedError` once ``clean()``
+#: has run, in every subclass (the base class wraps them: no backend code needed).
+GUARDED_METHODS = (
+    "job_submission", "get_job_status", "get_jobs_status", "get_job_exit_info", "get_jobs_exit_info",
+    "kill_job", "get_job_error", "attach",
+)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _check_job_list(jobs: object) -> None:
+    """Refuse a single job (or anything else that is not a list of jobs) given to job_submission."""
+    single = isinstance(jobs, (Job, Mapping)) or callable(getattr(jobs, "plain_command", None))
+    if single or isinstance(jobs, (str, bytes)) or not isinstance(jobs, Iterable):
+        raise JobSpecError(
+            f"job_submission takes a list of jobs, not a {type(jobs).__name__}: pass [job]"
+            if single else f"job_submission takes a list of jobs, not a {type(jobs).__name__}")
+
+
+def _guard(method: _F) -> _F:
+    """``method``, raising SchedulerClosedError after ``clean()`` (and, for ``job_submission``,
+    refusing a single job)."""
+    if getattr(method, "__soma_guard__", False):
+        return method
+    submission = method.__name__ == "job_submission"
+
+    @functools.wraps(method)
+    def guarded(self: Scheduler, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, "_soma_closed", False):
+            raise SchedulerClosedError(
+                f"this {type(self).__name__} was cleaned (clean(), or the end of its with block): "
+                f"{method.__name__}() needs a new scheduler")
+        if submission:
+            _check_job_list(args[0] if args else kwargs.get("jobs"))
+        return method(self, *args, **kwargs)
+
+    guarded.__soma_guard__ = True  # type: ignore[attr-defined]
+    return cast(_F, guarded)
+
+
+def _closing(method: _F) -> _F:
+    """``clean``: idempotent, and the instance refuses the job methods once the outermost call returns
+    (a subclass's ``clean`` may call ``super().clean()`` or its own job methods, e.g. to kill jobs)."""
+    if getattr(method, "__soma_guard__", False):
+        return method
+
+    @functools.wraps(method)
+    def clean(self: Scheduler, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, "_soma_closed", False):
+            return None
+        depth = getattr(self, "_soma_cleaning", 0)
+        self._soma_cleaning = depth + 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._soma_cleaning = depth
+            if depth == 0:
+                self._soma_closed = True
+
+    clean.__soma_guard__ = True  # type: ignore[attr-defined]
+    return cast(_F, clean)
+
+
 class ExitInfo(NamedTuple):
     """What :meth:`Scheduler.get_job_exit_info` returns (a plain 4-tuple to callers)."""
 
@@ -95,6 +182,12 @@ class Scheduler(abc.ABC):
     order; exit info can be read any number of times; unknown ids raise
     :class:`~soma_schedulers.errors.UnknownJobError`. An instance is
     thread safe and a context manager (``clean()`` on exit).
+
+    After ``clean()``, the job methods (:data:`GUARDED_METHODS`) raise
+    :class:`~soma_schedulers.errors.SchedulerClosedError` and a second ``clean()`` does nothing:
+    the base class wraps those methods in every subclass, so a backend writes none of it.
+    ``job_submission`` given one job instead of a list raises
+    :class:`~soma_schedulers.errors.JobSpecError` (the same wrapper).
     """
 
     #: Type name under which the class is registered (informative).
@@ -108,6 +201,19 @@ class Scheduler(abc.ABC):
     parallel_job_submission_info: dict[str, str] | None = None
     logger: logging.Logger | None = None
     is_sleeping: bool = False
+
+    _soma_closed: bool = False
+    _soma_cleaning: int = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in GUARDED_METHODS:
+            member = cls.__dict__.get(name)
+            if inspect.isfunction(member):
+                setattr(cls, name, _guard(member))
+        member = cls.__dict__.get("clean")
+        if inspect.isfunction(member):
+            cls.clean = _closing(member)  # type: ignore[method-assign]
 
     def __init__(self) -> None:
         self.parallel_job_submission_info = None
@@ -125,8 +231,10 @@ class Scheduler(abc.ABC):
         """Reopen what :meth:`sleep` released."""
         self.is_sleeping = False
 
-    def clean(self) -> None:  # noqa: B027 (optional hook, empty by default)
-        """Release threads and temporary files. The instance is unusable afterwards."""
+    @_closing  # noqa: B027 (an optional hook, empty by default)
+    def clean(self) -> None:
+        """Release threads and temporary files. The instance is unusable afterwards: its job methods
+        raise :class:`~soma_schedulers.errors.SchedulerClosedError`; calling it again does nothing."""
 
     def __enter__(self: _S) -> _S:
         return self
@@ -161,6 +269,7 @@ class Scheduler(abc.ABC):
         """Kill a queued or running job; a finished job is left as it is."""
 
     # -- jobs of other processes ---------------------------------------------------
+    @_guard
     def attach(self, scheduler_job_ids: Iterable[str]) -> None:
         """Follow jobs this instance did not submit (by another process, the command line, an engine
         before its restart): afterwards every job method accepts their ids, and their end states come
@@ -184,10 +293,12 @@ class Scheduler(abc.ABC):
         return None
 
     # -- batched queries -------------------------------------------------------
+    @_guard
     def get_jobs_status(self, scheduler_job_ids: Iterable[str]) -> dict[str, str]:
         """Status of several jobs at once (command-line backends: one DRMS call)."""
         return {i: self.get_job_status(i) for i in scheduler_job_ids}
 
+    @_guard
     def get_jobs_exit_info(self, scheduler_job_ids: Iterable[str]) -> dict[str, ExitInfo]:
         """Exit info of several ended jobs at once."""
         return {i: self.get_job_exit_info(i) for i in scheduler_job_ids}
@@ -229,18 +340,26 @@ class Scheduler(abc.ABC):
         raise NotImplementedError(f"{cls.__name__} does not implement build_scheduler")
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def _check_class(cls: object, what: str) -> type[Scheduler]:
+    if not (isinstance(cls, type) and issubclass(cls, Scheduler)):
+        raise SchedulerUnavailableError(f"{what} is not a Scheduler subclass (it is {cls!r})")
+    return cls
+
+
 def _load(target: str, scheduler_type: str) -> type[Scheduler]:
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+        cls = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
         raise SchedulerUnavailableError(
-            f"scheduler type {scheduler_type!r} cannot be loaded: {exc}"
+            f"scheduler type {scheduler_type!r} cannot be loaded: {_one_line(exc)}"
         ) from exc
-    cls = getattr(module, attr)
-    if not (isinstance(cls, type) and issubclass(cls, Scheduler)):
-        raise ConfigurationError(f"{target} is not a Scheduler subclass")
-    return cls
+    return _check_class(cls, target)
 
 
 def _entry_points() -> dict[str, metadata.EntryPoint]:
@@ -253,59 +372,119 @@ def known_scheduler_types() -> list[str]:
 
 
 def get_scheduler_implementation(scheduler_type: str) -> type[Scheduler]:
-    """Return the Scheduler class for a type name (``local_basic``, ``slurm``, ...)."""
+    """Return the Scheduler class for a type name (``local_basic``, ``slurm``, ...).
+
+    Raises :class:`~soma_schedulers.errors.UnknownSchedulerTypeError` for an unknown name,
+    :class:`~soma_schedulers.errors.SchedulerUnavailableError` for a type that cannot be loaded
+    (a third-party entry point whose module or class is missing or broken: one line with its error)
+    and for a name of :data:`NOT_PROVIDED` (``drmaa2``, saying why).
+    """
     if scheduler_type in _BUILTIN_TYPES:
         return _load(_BUILTIN_TYPES[scheduler_type], scheduler_type)
     eps = _entry_points()
     if scheduler_type in eps:
+        ep = eps[scheduler_type]
         try:
-            cls = eps[scheduler_type].load()
-        except ImportError as exc:
+            cls = ep.load()
+        except Exception as exc:  # third-party code: any error is "cannot be loaded", in one line
             raise SchedulerUnavailableError(
-                f"scheduler type {scheduler_type!r} cannot be loaded: {exc}"
+                f"scheduler type {scheduler_type!r} (entry point {ep.value}) cannot be loaded: {_one_line(exc)}"
             ) from exc
-        if not (isinstance(cls, type) and issubclass(cls, Scheduler)):
-            raise ConfigurationError(
-                f"entry point {scheduler_type!r} does not name a Scheduler subclass"
-            )
-        return cls
+        return _check_class(cls, f"entry point {scheduler_type!r} ({ep.value})")
+    if scheduler_type in NOT_PROVIDED:
+        raise SchedulerUnavailableError(NOT_PROVIDED[scheduler_type])
     raise UnknownSchedulerTypeError(scheduler_type, known_scheduler_types())
 
 
-def get_schedulers_list() -> list[tuple[str, bool]]:
-    """``(type, usable)`` for every known type, as Soma-Workflow's function."""
-    result = []
-    for name in known_scheduler_types():
+def scheduler_types_report(config: Any = None) -> list[tuple[str, type[Scheduler] | None, str | None]]:
+    """``(type, class or None, why it cannot run here or None)`` for every known type, and for the
+    names of :data:`NOT_PROVIDED`. Never raises: a broken third-party type is listed with its error."""
+    report: list[tuple[str, type[Scheduler] | None, str | None]] = []
+    for name in sorted(set(known_scheduler_types()) | set(NOT_PROVIDED)):
         try:
-            get_scheduler_implementation(name)
-            result.append((name, True))
-        except DRMError:
-            result.append((name, False))
-    return result
+            cls = get_scheduler_implementation(name)
+        except DRMError as exc:
+            report.append((name, None, str(exc)))
+            continue
+        try:
+            reason = cls.unavailable_reason(config)
+        except Exception as exc:  # a third-party check that fails says so, the listing goes on
+            reason = f"{cls.__name__}.unavailable_reason() failed: {_one_line(exc)}"
+        report.append((name, cls, reason))
+    return report
 
 
-def coerce_config(config: Any) -> Any:
-    """Turn ``None``, a mapping or an INI path into a :class:`SchedulerConfig`; keep other objects."""
+def get_schedulers_list() -> list[tuple[str, bool]]:
+    """``(type, usable)`` for every known type, as Soma-Workflow's function: usable means it can be
+    loaded and :meth:`Scheduler.unavailable_reason` finds nothing missing on this machine."""
+    return [(name, reason is None) for name, _cls, reason in scheduler_types_report()]
+
+
+def coerce_config(config: Any, section: str | None = None) -> Any:
+    """Turn ``None``, a mapping or an INI path into a :class:`SchedulerConfig`; keep other objects.
+
+    ``section`` picks one section of a multi-section INI file (Soma-Workflow's files have one
+    per resource), or one entry of a mapping of sections (a ``configparser.ConfigParser``, a
+    dict of dicts). Without it, a file must have one section.
+    """
+    if isinstance(config, (str, Path)):
+        return load_config(config, section)
+    if section is not None:
+        if isinstance(config, Mapping) and config and all(isinstance(v, Mapping) for v in config.values()):
+            sections = {k: v for k, v in config.items() if k != "DEFAULT" or len(config) == 1}
+            name = pick_section(sections, section, "the configuration")
+            return config_from_mapping(dict(config[name]), source=f"section [{name}]")
+        raise ConfigurationError(
+            f"section {section!r} was asked for, but the configuration is a {type(config).__name__}, "
+            "not an INI file or a mapping of sections")
     if config is None:
         return SchedulerConfig()
-    if isinstance(config, (str, Path)):
-        return load_config(config)
     if isinstance(config, Mapping):
         return config_from_mapping(config)
     return config
 
 
-def build_scheduler(scheduler_type: str, config: Any = None) -> Scheduler:
+def _configured_type(cfg: Any) -> str | None:
+    if isinstance(cfg, SchedulerConfig):
+        return cfg.scheduler_type
+    getter = getattr(cfg, "get_scheduler_type", None)
+    value = getter() if callable(getter) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _same_type(a: str, b: str) -> bool:
+    return a == b or (a in _BUILTIN_TYPES and _BUILTIN_TYPES.get(a) == _BUILTIN_TYPES.get(b))
+
+
+def resolve_scheduler_type(scheduler_type: str | None, config: Any, source: str | Path | None = None) -> str:
+    """The type to build: ``scheduler_type``, else the configuration's ``SCHEDULER_TYPE``, else
+    :data:`DEFAULT_SCHEDULER_TYPE`. Both given and different (``local`` and ``local_basic`` are one
+    type) is a :class:`~soma_schedulers.errors.ConfigurationError` naming both (and ``source``, where
+    the configuration comes from)."""
+    configured = _configured_type(config)
+    if scheduler_type is None:
+        return configured or DEFAULT_SCHEDULER_TYPE
+    if configured is not None and not _same_type(scheduler_type, configured):
+        raise ConfigurationError(
+            f"scheduler type {scheduler_type!r} was asked for but {source or 'the configuration'} says "
+            f"SCHEDULER_TYPE = {configured}: ask for {configured!r}, or for none (the configuration decides)")
+    return scheduler_type
+
+
+def build_scheduler(scheduler_type: str | None, config: Any = None, section: str | None = None) -> Scheduler:
     """Build a scheduler of ``scheduler_type`` from ``config``.
 
-    ``config`` is a :class:`SchedulerConfig`, ``None`` (defaults), a mapping
-    of Soma-Workflow keys, the path of a one-section INI file, or a
-    Soma-Workflow ``Configuration`` object.
+    ``config`` is a :class:`SchedulerConfig`, ``None`` (defaults), a mapping of Soma-Workflow keys
+    (text values, or Python values meaning the same: ``{"CPU_NB": 2}``), the path of an INI file
+    (``section`` names the section when it has several), or a Soma-Workflow ``Configuration``
+    object. The configuration decides where the work goes: with ``scheduler_type=None`` its
+    ``SCHEDULER_TYPE`` is used (default ``local_basic``); a ``scheduler_type`` that contradicts it is a
+    :class:`~soma_schedulers.errors.ConfigurationError` naming both.
     """
+    cfg = coerce_config(config, section)
+    source = f"{config}{f' [{section}]' if section else ''}" if isinstance(config, (str, Path)) else None
+    scheduler_type = resolve_scheduler_type(scheduler_type, cfg, source)
     cls = get_scheduler_implementation(scheduler_type)
-    cfg = coerce_config(config)
     if isinstance(cfg, SchedulerConfig) and cfg.scheduler_type is None:
-        from dataclasses import replace
-
         cfg = replace(cfg, scheduler_type=scheduler_type)
     return cls.build_scheduler(cfg)

@@ -23,7 +23,12 @@ from typing import Any
 import pytest
 
 from soma_schedulers import constants as C
-from soma_schedulers.errors import CommandError, ConfigurationError, SchedulerUnavailableError
+from soma_schedulers.errors import (
+    CommandError,
+    ConfigurationError,
+    SchedulerClosedError,
+    SchedulerUnavailableError,
+)
 from soma_schedulers.job import Job
 from soma_schedulers.runner import CommandResult
 from soma_schedulers.scheduler import build_scheduler, get_scheduler_implementation
@@ -372,6 +377,17 @@ def test_one_session_per_process_shared(drms: FakeDRMS, tmp_path: Path) -> None:
     b.clean()
     assert not drms.active and drms.exits == 1
     assert os.listdir(tmp_path) == []  # private directories removed
+
+
+def test_clean_closes_the_scheduler(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    [jid] = submit(sched, Job(command=["x"]))
+    sched.clean()
+    assert not drms.active
+    for call in (lambda: sched.job_submission([Job(command=["x"])]), lambda: sched.get_job_status(jid),
+                 lambda: sched.get_job_exit_info(jid), lambda: sched.kill_job(jid)):
+        with pytest.raises(SchedulerClosedError):
+            call()
+    assert not drms.active  # no session reopened by a refused call
 
 
 def test_sleep_and_wake(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:

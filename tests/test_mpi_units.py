@@ -25,7 +25,7 @@ import pytest
 
 from soma_schedulers import Job
 from soma_schedulers import constants as C
-from soma_schedulers.errors import DRMError, SchedulerUnavailableError, UnknownJobError
+from soma_schedulers.errors import DRMError, SchedulerClosedError, SchedulerUnavailableError, UnknownJobError
 from soma_schedulers.process import JobProcess, ProcessSpec
 from soma_schedulers.schedulers import mpi_scheduler as M
 from soma_schedulers.testing import suite
@@ -253,8 +253,12 @@ def test_fake_world_clean_kills_running_jobs(world: Any, tmp_path: Path) -> None
     t0 = time.monotonic()
     sched.clean()
     assert time.monotonic() - t0 < 5
-    states = {sched.get_job_exit_info(j)[0] for j in ids}  # type: ignore[arg-type]
+    states = {sched._final[j].exit_info[0] for j in ids}  # type: ignore[index]
     assert states <= {C.USER_KILLED, C.EXIT_NOTRUN} and C.EXIT_NOTRUN in states
+    with pytest.raises(SchedulerClosedError):  # the instance refuses every job method after clean()
+        sched.get_job_exit_info(ids[0])  # type: ignore[arg-type]
+    with pytest.raises(SchedulerClosedError):
+        sched.job_submission([Job(command=["/bin/true"])])
     # the shared dispatcher forgot them (memory flat in a long engine); the instance keeps their ends
     assert not [r for r in M._DISPATCHER.records.values() if r.owner is sched]  # type: ignore[union-attr]
     for t in threads:

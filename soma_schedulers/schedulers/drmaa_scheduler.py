@@ -74,6 +74,8 @@ with the previous contact string.
 from __future__ import annotations
 
 import contextlib
+import ctypes.util
+import importlib.util
 import itertools
 import os
 import re
@@ -105,7 +107,7 @@ from ..scripts import LAUNCH_ERROR_EXIT, build_script
 from ..usage import format_usage, memory_to_kb, parse_hms
 from .slurm_scheduler import complete_lines, run_sacct, split_sacct
 
-__all__ = ["DrmaaScheduler", "job_name", "usage_from_rusage"]
+__all__ = ["DrmaaScheduler", "drmaa_unavailable_reason", "job_name", "usage_from_rusage"]
 
 #: Default parent of the private script directories (``options["tmp_dir"]``).
 DEFAULT_TMP_DIR = "~/.soma-schedulers/drmaa"
@@ -181,6 +183,21 @@ def import_drmaa() -> ModuleType:
         ) from None
     module: ModuleType = drmaa
     return module
+
+
+def drmaa_unavailable_reason(environ: Mapping[str, str] | None = None) -> str | None:
+    """What :meth:`DrmaaScheduler.unavailable_reason` says (``environ``: default ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    if importlib.util.find_spec("drmaa") is None:
+        return "the 'drmaa' Python package is not installed (pip install drmaa)"
+    path = env.get("DRMAA_LIBRARY_PATH")
+    if path:
+        if not os.path.isfile(path):
+            return f"DRMAA_LIBRARY_PATH names {path}, which is not a file"
+        return None
+    if ctypes.util.find_library("drmaa") is None:
+        return "no libdrmaa: set DRMAA_LIBRARY_PATH to the DRMS's libdrmaa.so"
+    return None
 
 
 def job_name(name: str) -> str:
@@ -366,6 +383,13 @@ class DrmaaScheduler(CommandLineScheduler):
         self._reaped: dict[str, Observation] = {}
         self._session: Any = None
         self.wake()
+
+    @classmethod
+    def unavailable_reason(cls, config: Any = None) -> str | None:
+        """Why DRMAA cannot work here, found without importing ``drmaa`` (which loads libdrmaa): the
+        package is missing, ``DRMAA_LIBRARY_PATH`` names no file, or it is unset and the dynamic
+        linker knows no ``libdrmaa`` (the ``drmaa`` package's own search)."""
+        return drmaa_unavailable_reason()
 
     # -- session ----------------------------------------------------------------------------
     @property

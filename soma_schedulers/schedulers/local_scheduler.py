@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .. import constants as C
-from ..errors import JobSpecError, UnknownJobError
+from ..errors import JobSpecError, SchedulerClosedError, UnknownJobError
 from ..job import Job, as_job
 from ..process import KILL_GRACE, JobProcess, ProcessSpec
 from ..scheduler import ExitInfo, Scheduler
@@ -92,8 +92,8 @@ class LocalScheduler(Scheduler):
             ids.append("")
             errors.append(None)
         with self._cond:
-            if self._closed:
-                raise JobSpecError("this LocalScheduler was cleaned; build a new one")
+            if self._closed:  # clean() ran meanwhile (the base class refuses calls after it)
+                raise SchedulerClosedError("this LocalScheduler was cleaned; build a new one")
             it = iter(accepted)
             for i, slot in enumerate(ids):
                 if slot is None:

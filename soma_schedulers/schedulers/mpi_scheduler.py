@@ -48,6 +48,7 @@ raises :class:`~soma_schedulers.errors.SchedulerUnavailableError` without it.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import itertools
 import json
 import logging
@@ -514,12 +515,19 @@ class MPIScheduler(Scheduler):
         with self._dispatcher.cond:
             self._dispatcher.owners.add(self)
         self._cleaned = False
-        #: After clean(): this instance's ended jobs, which the shared dispatcher forgot.
+        #: After clean(): this instance's ended jobs, which the shared dispatcher forgot (kept for
+        #: inspection: the job methods raise SchedulerClosedError after clean()).
         self._final: dict[str, _Record] = {}
 
+    @classmethod
+    def unavailable_reason(cls, config: Any = None) -> str | None:
+        """mpi4py missing (found without importing it: importing it starts MPI)."""
+        if importlib.util.find_spec("mpi4py") is None:
+            return "mpi4py is not installed (install python3-mpi4py on Debian, or 'pip install mpi4py')"
+        return None
+
     def _record(self, job_id: str) -> _Record:
-        rec = self._final.get(job_id) if isinstance(job_id, str) else None
-        return rec if rec is not None else self._dispatcher.record(self, job_id)
+        return self._dispatcher.record(self, job_id)
 
     @property
     def workers(self) -> list[tuple[int, str, int]]:
@@ -553,7 +561,7 @@ class MPIScheduler(Scheduler):
     def clean(self) -> None:
         """Kill this instance's jobs (waiting up to KILL_GRACE + 5 s for their ends).
 
-        The shared dispatcher forgets them; this instance keeps their ends (until it is dropped).
+        The shared dispatcher forgets them; ``_final`` keeps their ends (until the instance is dropped).
 
         Outside the runner, the last instance of the process also stops the workers.
         """
