@@ -297,6 +297,28 @@ def test_slurm_half_written_accounting_record_is_not_believed() -> None:
     assert s2.get_job_exit_info("128")[:3] == (C.FINISHED_REGULARLY, 1, None)
 
 
+def test_slurm_record_without_its_batch_step_is_not_believed() -> None:
+    """Recorded on slurm-cluster with 4 clients under load (2026-11-29): squeue said
+    ``FAILED|NonZeroExitCode`` while sacct had ``FAILED|0:0`` and no ``.batch`` line yet; the job
+    ran ``exit 3``. Reported done/0 before; now squeue's exit code after the grace."""
+    squeue = "1441|FAILED|NonZeroExitCode|2026-11-29T20:16:13|soma_token:65ae9bcc\n"
+    half = "1441|FAILED|0:0|2026-11-29T20:16:13|1|00:00:00||1|c2|None|\n"
+    fake = ScriptedRunner({"squeue": squeue, "sacct": half}, ensure_newline=False)
+    fake.script("squeue", "1441             768             0:00                    c2\n", when="-O")
+    s = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, options={"accounting_grace": 0.3}))
+    s.runner = fake
+    s.track_job("1441")
+    assert s.get_job_status("1441") == C.RUNNING  # not done with exit code 0
+    time.sleep(0.35)
+    assert s.get_job_exit_info("1441")[:3] == (C.FINISHED_REGULARLY, 3, None)
+    # the complete record, when it comes in time, is believed at once
+    full = half.replace("FAILED|0:0", "FAILED|3:0") + "1441.batch|FAILED|3:0|x|1|00:00:00||1|c2||\n"
+    s2 = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, options={"accounting_grace": 30}))
+    s2.runner = ScriptedRunner({"squeue": squeue, "sacct": full}, ensure_newline=False)
+    s2.track_job("1441")
+    assert s2.get_job_exit_info("1441")[:3] == (C.FINISHED_REGULARLY, 3, None)
+
+
 def test_slurm_lost_sbatch_answer_is_found_by_token() -> None:
     def squeue(call: Call) -> str:
         token = next(a for a in fake.history[0].argv if a.startswith("--comment=")).split("=", 1)[1]

@@ -15,7 +15,7 @@ import re
 import shlex
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from .. import constants as C
@@ -125,7 +125,7 @@ class SlurmScheduler(CommandLineScheduler):
         self._accounting: bool | None = None  # unknown until sacct is first asked
         self._comments: dict[str, str] = {}
         self._ended_seen: dict[str, float] = {}
-        self._steps_running: dict[str, float] = {}  # job -> when sacct first said ended, a step still live
+        self._steps_running: dict[str, float] = {}  # job -> since when its ended record is incomplete
         self.accounting_grace = float(self.config.options.get("accounting_grace", 10.0))
 
     # -- submission -------------------------------------------------------------------------
@@ -233,7 +233,7 @@ class SlurmScheduler(CommandLineScheduler):
     def _finished(self, ids: list[str], ended: dict[str, str]) -> dict[str, Observation]:
         obs: dict[str, Observation] = {}
         if self._accounting is not False:
-            obs = self._sacct(ids)
+            obs = self._sacct(ids, ended)
         # Jobs squeue shows as ended but accounting has not recorded yet: wait a little
         # (exit info must be complete the first time it is given), then use squeue's.
         late = [i for i in ids if i not in obs and i in ended]
@@ -264,7 +264,7 @@ class SlurmScheduler(CommandLineScheduler):
             launch_error=launch_error, started=started, usage=usage,
         )
 
-    def _sacct(self, ids: list[str]) -> dict[str, Observation]:
+    def _sacct(self, ids: list[str], ended: Mapping[str, str] | None = None) -> dict[str, Observation]:
         out = run_sacct(self.runner, ids,
                         "JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NCPUS,NodeList,Reason,Comment")
         if out is None:
@@ -281,13 +281,13 @@ class SlurmScheduler(CommandLineScheduler):
             state = f[1].split()[0] if f[1] else ""
             if state not in _ENDED:
                 continue
-            if self._half_recorded(job_id, steps.get(job_id, [])):
+            # A job cancelled while pending has a Start time in some versions, never a node.
+            started = f[3] not in ("Unknown", "None", "") and f[8] not in ("None assigned", "")
+            if self._incomplete(job_id, f, steps.get(job_id, []), started, job_id in (ended or {})):
                 continue
             if f[10].startswith(LAUNCH_MARK):
                 self._comments[job_id] = f[10]
             code, sig = parse_exit_code(f[2])
-            # A job cancelled while pending has a Start time in some versions, never a node.
-            started = f[3] not in ("Unknown", "None", "") and f[8] not in ("None assigned", "")
             cput = parse_hms(f[5]) if f[5] else None
             mem = None
             for s in steps.get(job_id, []):
@@ -302,15 +302,22 @@ class SlurmScheduler(CommandLineScheduler):
             result[job_id] = self._observation(job_id, state, code, sig, started, usage or None)
         return result
 
-    def _half_recorded(self, job_id: str, steps: list[list[str]]) -> bool:
-        """Whether the job's accounting record is not complete yet: slurmdbd has its end but a step
-        still live (seen under load: ``FAILED|0:0`` with ``.batch`` ``RUNNING``, the job's exit
-        code written a moment later). Believed as it is after ``accounting_grace`` seconds."""
-        if not any(step[1].split()[0] in _LIVE for step in steps if step[1]):
+    def _incomplete(self, job_id: str, f: list[str], steps: list[list[str]], started: bool,
+                    squeue_lists_it: bool) -> bool:
+        """Whether the job's accounting record is not complete yet. Seen under load (Slurm 22.05):
+        slurmdbd has the job's end but not its exit code, ``FAILED|0:0``, with the ``.batch`` step
+        still ``RUNNING`` (a CI run, 2026-11-24) or with no ``.batch`` step at all yet (4 clients on
+        slurm-cluster, 2026-11-29), while slurmctld had logged the real WEXITSTATUS. Such a record
+        waits ``accounting_grace`` seconds; after that squeue's exit code is used while squeue
+        still lists the job (``_finished``), else the record is believed as it stands."""
+        live = any(step[1].split()[0] in _LIVE for step in steps if step[1])
+        # FAILED means a non-zero exit: with 0:0 the exit code is not written yet
+        contradiction = started and f[1].split()[0] == "FAILED" and f[2] in ("0:0", "")
+        if not (live or contradiction):
             self._steps_running.pop(job_id, None)
             return False
         now = time.monotonic()
-        if now - self._steps_running.setdefault(job_id, now) < self.accounting_grace:
+        if squeue_lists_it or now - self._steps_running.setdefault(job_id, now) < self.accounting_grace:
             return True
         del self._steps_running[job_id]
         return False
