@@ -435,6 +435,7 @@ class FakeSacct:
 
     def __init__(self) -> None:
         self.lines: dict[str, list[str]] = {}
+        self.squeue: set[str] = set()
         self.disabled = False
         self.calls: list[list[str]] = []
 
@@ -443,6 +444,11 @@ class FakeSacct:
         from soma_schedulers.runner import CommandResult
 
         self.calls.append(list(argv))
+        if argv[0] == "squeue":  # squeue -h -t all -j IDS -o %i|%U: the jobs slurmctld has, uid 1000
+            known = [i for i in argv[5].split(",") if i in self.squeue]
+            if not known:
+                raise CommandError(argv, 1, "slurm_load_jobs error: Invalid job id specified")
+            return CommandResult(tuple(argv), 0, "".join(f"{i}|1000\n" for i in known), "", 0.01)
         assert argv[:5] == ["sacct", "-n", "-P", "-j", argv[4]]
         if self.disabled:
             raise CommandError(argv, 1, "sacct: error: Slurm accounting storage is disabled")
@@ -842,9 +848,13 @@ def test_slurm_drmaa_attach(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: Fak
         "3": ["3|FAILED|3:0|2026-11-29T19:43:49|0|00:00.001||slurm|1000"],
         "4": ["4|CANCELLED by 0|0:0|2026-11-29T19:43:50|8|00:00.003||slurm|1000"],
     }
-    drms.states["1"] = C.RUNNING
+    drms.states.update({"1": C.RUNNING, "9": C.FAILED, "5": C.FAILED})  # slurm-drmaa: "failed" for any id
+    slurm.squeue = {"5"}  # ended, not in the accounting yet
     with pytest.raises(UnknownJobError, match="Slurm does not know job 9:"):
         sched.attach(["1", "9"])
+    assert slurm.calls[-1][:5] == ["squeue", "-h", "-t", "all", "-j"] and slurm.calls[-1][5] == "9"
+    sched.attach(["5"])
+    assert sched.get_job_status("5") == C.UNDETERMINED  # known: its record is awaited
     sched.attach(["1", "2", "3", "4"])
     assert slurm.calls[-1][4] == "1,2,3,4" and slurm.calls[-1][-1].endswith(",UID")  # one sacct, owners too
     assert [sched.get_job_exit_info(i)[:2] for i in "234"] == [

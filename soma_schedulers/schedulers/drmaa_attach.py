@@ -18,6 +18,8 @@ ended is unknown to ``jobStatus`` once the DRMS dropped it. So an attached job's
   for every attached job ``jobStatus`` no longer shows live; a job whose record is not there yet
   keeps its last status for at most :data:`UNRECORDED_GRACE` seconds; without accounting,
   ``jobStatus``'s ``done`` is exit 0 and ``failed`` an end nothing can explain (``aborted``).
+  slurm-drmaa 1.1.6 answers ``failed`` for an id Slurm never had (and ``wait`` gives it an exit
+  status 255), so attach asks ``sacct``, then ``squeue``, whether Slurm knows the job.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..batch import Observation
 from ..errors import CommandError, CommandNotFoundError
 from ..runner import CommandRunner
 from ..usage import format_usage, memory_to_kb, parse_hms
-from .slurm_scheduler import parse_exit_code, run_sacct, split_sacct, split_state
+from .slurm_scheduler import complete_lines, parse_exit_code, run_sacct, split_sacct, split_state
 
 __all__ = ["ASK_EVERY", "FORGETTING", "UNRECORDED_GRACE", "AttachedJobs", "parse_qacct", "sge_end", "slurm_end"]
 
@@ -232,17 +234,20 @@ class AttachedJobs:
         if not asked:
             return
         records = self._sacct(asked)
+        # slurm-drmaa 1.1.6 says "failed" of any id, one Slurm never had too: squeue and sacct tell
+        owners = self._squeue_owners([i for i in asked if i not in records]) if attaching else {}
         for job_id in asked:
             fields = records.get(job_id)
             end = slurm_end(fields) if fields is not None else None
+            owner = fields[8] if fields is not None else owners.get(job_id)
             if job_id in result:  # live: the owner, from its record
-                result[job_id].owner = fields[8] if fields is not None else None
+                result[job_id].owner = owner
                 continue
             if end is not None:
                 result[job_id] = end
                 continue
             state = states[job_id]
-            if state is None and fields is None and (attaching or self._waited(job_id)):
+            if fields is None and (job_id not in owners if attaching else state is None and self._waited(job_id)):
                 continue  # Slurm does not know it (any more)
             if self.accounting is False or self._waited(job_id):
                 if state == C.DONE:
@@ -253,8 +258,19 @@ class AttachedJobs:
                         "slurm-drmaa says the job failed and Slurm has no accounting record of it"))
                     continue
             # its end is not recorded yet: its last status meanwhile
-            result[job_id] = Observation(self._last.get(job_id, C.UNDETERMINED),
-                                         owner=fields[8] if fields is not None else None)
+            result[job_id] = Observation(self._last.get(job_id, C.UNDETERMINED), owner=owner)
+
+    def _squeue_owners(self, ids: list[str]) -> dict[str, str]:
+        """The owners' uids of the jobs of ``ids`` slurmctld knows (one ``squeue``)."""
+        if not ids:
+            return {}
+        try:
+            out = self.runner.run(["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%U"]).stdout
+        except CommandError as exc:
+            if "Invalid job id" in exc.stderr:
+                return {}  # none of them
+            raise
+        return dict(line.split("|", 1) for line in complete_lines(out) if "|" in line)
 
     def _sacct(self, ids: list[str]) -> dict[str, list[str]]:
         try:
