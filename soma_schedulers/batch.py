@@ -27,6 +27,7 @@ from .errors import (
     CommandNotFoundError,
     CommandTimeoutError,
     JobSpecError,
+    SchedulerClosedError,
     SubmissionError,
     UnknownJobError,
 )
@@ -34,7 +35,7 @@ from .job import Job
 from .runner import CommandRunner, container_markers
 from .scheduler import ExitInfo, Scheduler
 
-__all__ = ["CommandLineScheduler", "Observation"]
+__all__ = ["CommandLineScheduler", "Observation", "same_user"]
 
 
 @dataclass
@@ -47,6 +48,10 @@ class Observation:
     reason when the DRMS ended it (time or memory limit, node failure),
     ``launch_error`` when the job script could not start the command,
     ``started`` whether it ever ran (None: unknown), and ``usage`` bytes.
+
+    For jobs followed with :meth:`~CommandLineScheduler.attach`: ``owner``, the job's owner as
+    the DRMS names it, and ``cancelled_by``, who deleted the job when the DRMS records it (in the
+    same form: Slurm a uid, OpenPBS ``user@host``); None when the DRMS does not say.
     """
 
     status: str = C.UNDETERMINED
@@ -58,15 +63,25 @@ class Observation:
     launch_error: str | None = None
     started: bool | None = None
     usage: bytes | None = None
+    owner: str | None = None
+    cancelled_by: str | None = None
+
+
+def same_user(a: str, b: str) -> bool:
+    """Whether two DRMS user names are the same user: ``alice@host1`` and ``alice@host2`` are
+    (PBS names a user with the host the request came from), ``1000`` and ``1000`` too."""
+    return a.partition("@")[0] == b.partition("@")[0]
 
 
 class _Rec:
     __slots__ = (
+        "attached",
         "error",
         "exit_info",
         "hold",
         "id",
         "kill_state",
+        "owner",
         "signal_end",
         "status",
         "undetermined_since",
@@ -81,6 +96,8 @@ class _Rec:
         self.undetermined_since: float | None = None
         self.error: str | None = None
         self.signal_end = signal_end
+        self.attached = False  # followed with attach(): not submitted by this instance
+        self.owner: str | None = None  # the job's owner, as the DRMS names it (attached jobs)
 
 
 class CommandLineScheduler(Scheduler):
@@ -88,6 +105,8 @@ class CommandLineScheduler(Scheduler):
 
     #: A client command that must exist where commands run (bridge detection).
     probe_command: ClassVar[str] = ""
+    #: The DRMS keeps the jobs: :meth:`attach` follows those of other processes.
+    attachable: ClassVar[bool] = True
 
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         super().__init__()
@@ -103,6 +122,7 @@ class CommandLineScheduler(Scheduler):
         self._poll_lock = threading.Lock()
         self._records: dict[str, _Rec] = {}
         self._polled_at = float("-inf")
+        self._closed = False
 
     # -- what a backend implements ------------------------------------------------------
     @abc.abstractmethod
@@ -192,12 +212,92 @@ class CommandLineScheduler(Scheduler):
         return self.submit_each(jobs, submit)
 
     def track_job(self, job_id: str, signal_end: bool = True) -> None:
-        """Follow a job submitted elsewhere (another process, the command line)."""
+        """Follow ``job_id`` without asking the DRMS whether it exists (a job that it does not know
+        ends ``failed``/``aborted`` after ``undetermined_timeout``). :meth:`attach` asks first."""
         with self._lock:
             if job_id not in self._records:
                 self._records[job_id] = _Rec(job_id, False, signal_end)
         with self._poll_lock:
             self._polled_at = float("-inf")
+
+    # -- jobs of other processes -------------------------------------------------------------
+    def attach(self, scheduler_job_ids: Iterable[str]) -> None:
+        """Follow jobs submitted elsewhere (see :meth:`Scheduler.attach`).
+
+        One :meth:`observe_attached` for the ids this instance does not know yet (one DRMS
+        query, plus the accounting or history for the jobs no longer live): every one must be
+        known to the DRMS, or :class:`UnknownJobError` names those it does not know and none is
+        attached. A job that ended already gets its end state at once. An attached job that its
+        owner cancels (here or in another process) ends as :meth:`kill_job` ends it:
+        ``killed_by_user`` if it had started, else ``aborted_before_running``; a cancellation by
+        someone else is ``aborted`` (docs/contract.md, "Jobs of other processes").
+        """
+        if isinstance(scheduler_job_ids, str):
+            scheduler_job_ids = [scheduler_job_ids]  # one id, not its characters
+        ids = list(dict.fromkeys(scheduler_job_ids))
+        for job_id in ids:
+            if not isinstance(job_id, str) or not job_id.strip():
+                raise UnknownJobError(job_id, f"unknown job id {job_id!r}: a job id is a non-empty str")
+        if self._closed:
+            raise SchedulerClosedError(f"{type(self).__name__} was cleaned: it attaches no job")
+        with self._lock:
+            new = [i for i in ids if i not in self._records]
+        if not new:
+            return
+        with self._poll_lock:  # not beside a poll: both update the backend's per-job state
+            found = self.observe_attached(new)
+        unknown = [i for i in new if i not in found]
+        if unknown:
+            raise UnknownJobError(unknown[0], self.unknown_jobs_message(unknown))
+        ended = False
+        with self._lock:
+            for job_id in new:
+                if job_id in self._records:  # submitted or attached meanwhile (another thread)
+                    continue
+                obs = found[job_id]
+                rec = _Rec(job_id, False, True)
+                rec.attached, rec.owner = True, obs.owner
+                if obs.ended:
+                    self._finish(rec, obs)
+                    ended = True
+                else:
+                    rec.status = obs.status
+                self._records[job_id] = rec
+        if ended:
+            self.jobs_finished_event.set()
+
+    def observe_attached(self, ids: Sequence[str]) -> dict[str, Observation]:
+        """What the DRMS says of ``ids``, which :meth:`attach` is about to follow: an Observation for
+        every job it knows (live, or ended and kept in its records), with the job's ``owner`` where
+        the DRMS names it; the others left out. Raise :class:`CommandError` when it cannot be asked.
+
+        This default is the poll's :meth:`_query`; a backend whose poll leaves out jobs it does
+        know (an ended job whose record is not complete yet) gives those as not ended here.
+        """
+        return self._query(ids)
+
+    def unknown_jobs_message(self, ids: Sequence[str]) -> str:
+        """The message of the :class:`UnknownJobError` that :meth:`attach` raises for ``ids``: the
+        DRMS does not know them, and :meth:`forgetting` when it forgets ended jobs."""
+        drms = self.drms_name()
+        jobs = f"job {ids[0]}" if len(ids) == 1 else "jobs " + ", ".join(ids)
+        note = self.forgetting()
+        return (f"{drms} does not know {jobs}: it never had {'it' if len(ids) == 1 else 'them'}, or no "
+                f"longer knows {'it' if len(ids) == 1 else 'them'}" + (f" ({note})" if note else ""))
+
+    def drms_name(self) -> str:
+        """The DRMS's name, for messages (default: the class name without ``Scheduler``)."""
+        return type(self).__name__.removesuffix("Scheduler") or "the DRMS"
+
+    def forgetting(self) -> str:
+        """When this DRMS forgets an ended job (said when :meth:`attach` finds no such job), or ""."""
+        return ""
+
+    def is_attached(self, job_id: str) -> bool:
+        """Whether ``job_id`` was followed with :meth:`attach` (not submitted by this instance)."""
+        with self._lock:
+            rec = self._records.get(job_id)
+            return rec is not None and rec.attached
 
     # -- polling ---------------------------------------------------------------------------------------
     def _record(self, job_id: str) -> _Rec:
@@ -267,8 +367,11 @@ class CommandLineScheduler(Scheduler):
 
     def _finish(self, rec: _Rec, obs: Observation) -> None:
         """Apply the contract's end-state table to an ended job."""
-        if rec.kill_state is not None and (obs.cancelled or obs.term_sig is not None or obs.started is False):
-            never_ran = obs.started is False or (obs.started is None and rec.kill_state == "waiting")
+        killed = rec.kill_state is not None and (obs.cancelled or obs.term_sig is not None or obs.started is False)
+        if killed or (rec.attached and obs.cancelled and self._by_owner(rec, obs)):
+            # what it was doing when cancelled: kill_job's record, else (an attached job) its last status
+            was = rec.kill_state or ("waiting" if rec.status in C.WAITING_STATES else "running")
+            never_ran = obs.started is False or (obs.started is None and was == "waiting")
             if never_ran:
                 rec.status, rec.exit_info = C.FAILED, ExitInfo(C.EXIT_NOTRUN, None, None, None)
             else:
@@ -278,6 +381,8 @@ class CommandLineScheduler(Scheduler):
             rec.status, rec.exit_info = C.FAILED, ExitInfo(C.EXIT_ABORTED, obs.exit_code, None, obs.usage)
         elif obs.aborted is not None or obs.cancelled:
             rec.error = obs.aborted or "cancelled outside this scheduler"
+            if obs.aborted is None and rec.attached:
+                rec.error = f"cancelled by user {obs.cancelled_by}, not by the job's owner (user {obs.owner or rec.owner})"
             rec.status = C.FAILED
             rec.exit_info = ExitInfo(C.EXIT_ABORTED, obs.exit_code, obs.term_sig, obs.usage)
         elif obs.term_sig is not None:
@@ -287,6 +392,15 @@ class CommandLineScheduler(Scheduler):
             rec.exit_info = ExitInfo(C.FINISHED_REGULARLY, obs.exit_code, None, obs.usage)
         if rec.error and self.logger:
             self.logger.error("job %s: %s", rec.id, rec.error)
+
+    @staticmethod
+    def _by_owner(rec: _Rec, obs: Observation) -> bool:
+        """Whether the owner of an attached job cancelled it: the DRMS says who did and it is the
+        owner, or it does not say (Torque, SGE, Slurm without accounting, a PBS job deleted before
+        it ran): only the owner and the DRMS's managers may delete a job, and the owner is the
+        one who does, from another process, when a command line kills what an engine submitted."""
+        owner = obs.owner or rec.owner
+        return obs.cancelled_by is None or owner is None or same_user(obs.cancelled_by, owner)
 
     # -- the API ----------------------------------------------------------------------------------------
     def _fresh_records(self, scheduler_job_ids: Iterable[str]) -> list[_Rec]:
@@ -356,6 +470,7 @@ class CommandLineScheduler(Scheduler):
         """Close the bridge and forget every job (the instance is unusable afterwards)."""
         self.runner.close()
         with self._lock:
+            self._closed = True
             self._records.clear()
 
     @classmethod

@@ -47,9 +47,9 @@ class UnknownJobError(DRMError, KeyError):
     """The job id was never returned by this scheduler instance (nor attached to it), or, from
     :meth:`~soma_schedulers.scheduler.Scheduler.attach`, the DRMS does not know it."""
 
-    def __init__(self, job_id: object) -> None:
+    def __init__(self, job_id: object, message: str | None = None) -> None:
         self.job_id = job_id
-        super().__init__(f"unknown job id {job_id!r}")
+        super().__init__(message or f"unknown job id {job_id!r}")
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])

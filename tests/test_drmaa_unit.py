@@ -28,10 +28,12 @@ from soma_schedulers.errors import (
     ConfigurationError,
     SchedulerClosedError,
     SchedulerUnavailableError,
+    UnknownJobError,
 )
 from soma_schedulers.job import Job
 from soma_schedulers.runner import CommandResult
 from soma_schedulers.scheduler import build_scheduler, get_scheduler_implementation
+from soma_schedulers.schedulers import drmaa_attach as da
 from soma_schedulers.schedulers import drmaa_scheduler as dm
 from soma_schedulers.testing.faults import FaultPlan, inject_drmaa_faults
 
@@ -445,6 +447,7 @@ class FakeSacct:
 
     def __init__(self) -> None:
         self.lines: dict[str, list[str]] = {}
+        self.squeue: set[str] = set()
         self.disabled = False
         self.calls: list[list[str]] = []
 
@@ -453,6 +456,11 @@ class FakeSacct:
         from soma_schedulers.runner import CommandResult
 
         self.calls.append(list(argv))
+        if argv[0] == "squeue":  # squeue -h -t all -j IDS -o %i|%U: the jobs slurmctld has, uid 1000
+            known = [i for i in argv[5].split(",") if i in self.squeue]
+            if not known:
+                raise CommandError(argv, 1, "slurm_load_jobs error: Invalid job id specified")
+            return CommandResult(tuple(argv), 0, "".join(f"{i}|1000\n" for i in known), "", 0.01)
         assert argv[:5] == ["sacct", "-n", "-P", "-j", argv[4]]
         if self.disabled:
             raise CommandError(argv, 1, "sacct: error: Slurm accounting storage is disabled")
@@ -778,3 +786,113 @@ def test_sge_accounting_corrects_an_end_drmaa_calls_aborted() -> None:
         obs = Observation(C.DONE, ended=True, cancelled=True, started=None)
         dm.apply_qacct("7", obs, dm.parse_qacct(QACCT.format(n=7, failed=failed, code=code)))
         assert (obs.exit_code, obs.term_sig, obs.cancelled, obs.aborted) == (exit_code, sig, cancelled, aborted)
+
+
+# -- attach: jobs of other sessions (drmaa_attach) -------------------------------------------------
+
+def qacct_record(n: str, failed: str, code: str) -> str:
+    """``qacct -j N`` as SGE 8.1.9 prints it (the fields drmaa_attach reads; recorded on the image)."""
+    return (f"==============================================================\nqname        all.q\nowner        alice\n"
+            f"jobnumber    {n}\nstart_time   Sun Nov 29 19:45:38 2026\nend_time     Sun Nov 29 19:45:43 2026\n"
+            f"failed       {failed}\nexit_status  {code}\nru_wallclock 5s\ncpu          0.008s\nmaxvmem      4.953MB\n")
+
+
+def sge_commands(records: dict[str, str], zombies: tuple[str, ...] = ()) -> Any:
+    """``qacct -j N`` answered from ``records``, ``qstat -s z`` listing ``zombies``."""
+    from soma_schedulers.testing.fakes import ScriptedRunner
+
+    def qacct(call: Any) -> Any:
+        n = call.argv[-1]
+        return records.get(n, (1, "", f"error: job id {n} not found"))
+
+    zlist = "job-ID  prior   name  user  state\n------\n" + "".join(f"  {z} 0.0 STDIN alice z 11/29/2026\n" for z in zombies)
+    return ScriptedRunner({"qacct": qacct, "qstat": zlist})
+
+
+def test_sge_attach_status_from_jobstatus_ends_from_qacct(sched: dm.DrmaaScheduler, drms: FakeDRMS,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # jobs of another session: 1 runs, 2 is held; 3, 4 ended (4 qdel'd while running); 5 deleted while held
+    drms.states.update({"1": C.RUNNING, "2": C.USER_ON_HOLD})
+    fake = sge_commands({"3": qacct_record("3", "0", "3"), "4": qacct_record("4", "100 : assumedly after job", "137")},
+                        zombies=("3", "4", "5"))
+    sched.runner = fake
+    with pytest.raises(UnknownJobError, match=r"SGE does not know job 999999: .*finished_jobs"):
+        sched.attach(["1", "999999"])
+    with pytest.raises(UnknownJobError):
+        sched.get_job_status("1")  # none attached
+    sched.attach(["1", "2", "3", "4", "5"])
+    assert sched.get_jobs_status(["1", "2", "3", "4", "5"]) == {
+        "1": C.RUNNING, "2": C.USER_ON_HOLD, "3": C.DONE, "4": C.FAILED, "5": C.UNDETERMINED}
+    assert sched.get_job_exit_info("3") == (C.FINISHED_REGULARLY, 3, None, b"cput=00:00:00 vmem=5071kb walltime=00:00:05")
+    assert sched.get_job_exit_info("4")[:3] == (C.USER_KILLED, None, None)  # SGE records no deleter: its owner
+    assert not any(c.startswith("wait") for c in drms.calls)  # wait() answers only for its own session
+    # 5 has no record: SGE writes none for a job deleted before it ran (checked again after the grace)
+    monkeypatch.setattr(da, "UNRECORDED_GRACE", 0.0)
+    assert sched.get_job_exit_info("5") == (C.EXIT_NOTRUN, None, None, None)
+    # 1 ends, deleted by someone (SIGKILL: 137, failed 100); 2 is killed here while held
+    del drms.states["1"]
+    fake.script("qacct", qacct_record("1", "100 : assumedly after job", "137"), when=lambda c: c.argv[-1] == "1")
+    sched.kill_job("2")
+    assert sched.get_jobs_status(["1", "2"]) == {"1": C.FAILED, "2": C.FAILED}
+    assert sched.get_job_exit_info("1")[0] == C.USER_KILLED
+    assert sched.get_job_exit_info("2") == (C.EXIT_NOTRUN, None, None, None)
+    assert "control 2 terminate" in drms.calls
+
+
+def test_sge_record_ends() -> None:
+    def end(failed: str, code: str) -> tuple[object, ...]:
+        obs = da.sge_end(da.parse_qacct(qacct_record("7", failed, code)))
+        return obs.exit_code, obs.term_sig, obs.cancelled, obs.aborted
+
+    assert end("0", "0") == (0, None, False, None)
+    assert end("0", "143") == (None, 15, False, None)  # the shell's 128 + s
+    assert end("100 : assumedly after job", "137") == (None, None, True, None)  # qdel (or any SIGKILL)
+    assert end("100 : assumedly after job", "143") == (None, 15, False, None)
+    assert end("37  : qmaster enforced h_rt, h_cpu, or h_vmem limit", "137") == (
+        137, None, False, "SGE accounting: failed 37  : qmaster enforced h_rt, h_cpu, or h_vmem limit")
+
+
+def test_slurm_drmaa_attach(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: FakeSacct) -> None:
+    # sacct -o JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NodeList,UID (recorded on 22.05)
+    slurm.lines = {
+        "1": ["1|RUNNING|0:0|2026-11-29T19:43:51|12|00:00:00||slurm|1000"],
+        "2": ["2|COMPLETED|0:0|2026-11-29T19:43:48|0|00:00.001||slurm|1000"],
+        "3": ["3|FAILED|3:0|2026-11-29T19:43:49|0|00:00.001||slurm|1000"],
+        "4": ["4|CANCELLED by 0|0:0|2026-11-29T19:43:50|8|00:00.003||slurm|1000"],
+    }
+    drms.states.update({"1": C.RUNNING, "9": C.FAILED, "5": C.FAILED})  # slurm-drmaa: "failed" for any id
+    slurm.squeue = {"5"}  # ended, not in the accounting yet
+    with pytest.raises(UnknownJobError, match="Slurm does not know job 9:"):
+        sched.attach(["1", "9"])
+    assert slurm.calls[-1][:5] == ["squeue", "-h", "-t", "all", "-j"] and slurm.calls[-1][5] == "9"
+    sched.attach(["5"])
+    assert sched.get_job_status("5") == C.UNDETERMINED  # known: its record is awaited
+    sched.attach(["1", "2", "3", "4"])
+    assert slurm.calls[-1][4] == "1,2,3,4" and slurm.calls[-1][-1].endswith(",UID")  # one sacct, owners too
+    assert [sched.get_job_exit_info(i)[:2] for i in "234"] == [
+        (C.FINISHED_REGULARLY, 0), (C.FINISHED_REGULARLY, 3), (C.EXIT_ABORTED, 0)]
+    assert sched.get_job_error("4") == "cancelled by user 0, not by the job's owner (user 1000)"
+    assert sched.get_job_status("1") == C.RUNNING
+    del drms.states["1"]
+    slurm.lines["1"] = ["1|CANCELLED by 1000|0:0|2026-11-29T19:43:51|20|00:00:00||slurm|1000"]
+    assert sched.get_job_exit_info("1")[:3] == (C.USER_KILLED, None, None)
+    assert not any(c.startswith("wait") for c in drms.calls)
+
+
+def test_clean_keeps_the_scripts_of_jobs_not_seen_to_end(drms: FakeDRMS, tmp_path: Path) -> None:
+    """A job outlives the process that submitted it (another attaches to it): its script must too."""
+    s = build_scheduler("drmaa", {"OPTION_TMP_DIR": str(tmp_path / "scripts"), "STATUS_CACHE_SECONDS": "0"})
+    assert isinstance(s, dm.DrmaaScheduler)
+    ended, queued = submit(s, Job(command=["x"]), Job(command=["y"]))
+    scripts = {j: drms.templates[j]["args"][0] for j in (ended, queued)}
+    drms.end(ended, info(0))
+    assert s.get_job_status(ended) == C.DONE
+    s.clean()
+    assert not Path(scripts[ended]).exists() and Path(scripts[queued]).exists()
+    s2 = build_scheduler("drmaa", {"OPTION_TMP_DIR": str(tmp_path / "scripts2"), "STATUS_CACHE_SECONDS": "0"})
+    assert isinstance(s2, dm.DrmaaScheduler)
+    [jid] = submit(s2, Job(command=["x"]))
+    drms.end(jid, info(0))
+    assert s2.get_job_status(jid) == C.DONE
+    s2.clean()
+    assert list((tmp_path / "scripts2").iterdir()) == []  # every job ended: the directory goes

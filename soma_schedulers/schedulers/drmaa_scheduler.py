@@ -12,7 +12,8 @@ is written to a private file (mode 0600, in a private ``mkdtemp`` directory
 under ``options["tmp_dir"]`` / INI ``OPTION_TMP_DIR``, default
 ``~/.soma-schedulers/drmaa``, which the execution hosts must see at the same
 path), and DRMAA runs ``/bin/sh <that file>``. The file is deleted when the
-job's end is recorded, and the directory by :meth:`DrmaaScheduler.clean`.
+job's end is recorded, and the directory by :meth:`DrmaaScheduler.clean`, unless it holds
+the scripts of jobs not seen to end (they outlive the scheduler, see ``drmaa_attach``).
 A script that cannot start its command writes the reason to
 ``<script>.launch`` and exits 127: the job ends ``failed``/``aborted``.
 
@@ -105,9 +106,10 @@ from ..job import Job
 from ..scheduler import CAPABILITIES
 from ..scripts import LAUNCH_ERROR_EXIT, build_script
 from ..usage import format_usage, memory_to_kb, parse_hms
+from .drmaa_attach import FORGETTING, AttachedJobs, parse_qacct
 from .slurm_scheduler import complete_lines, run_sacct, split_sacct
 
-__all__ = ["DrmaaScheduler", "drmaa_unavailable_reason", "job_name", "usage_from_rusage"]
+__all__ = ["DrmaaScheduler", "drmaa_unavailable_reason", "job_name", "parse_qacct", "usage_from_rusage"]
 
 #: Default parent of the private script directories (``options["tmp_dir"]``).
 DEFAULT_TMP_DIR = "~/.soma-schedulers/drmaa"
@@ -270,19 +272,6 @@ def family_name(family: str) -> str:
     return {"sge": "SGE", "slurm": "Slurm", "pbs": "PBS"}.get(family, family)
 
 
-def parse_qacct(text: str) -> dict[str, str]:
-    """The last record of ``qacct -j ID`` output as ``{field: value}`` (a rerun job has several)."""
-    records: list[dict[str, str]] = [{}]
-    for line in text.splitlines():
-        if line.startswith("====="):
-            records.append({})
-            continue
-        key, _, value = line.partition(" ")
-        if key:
-            records[-1][key] = value.strip()
-    return next((r for r in reversed(records) if r), {})
-
-
 def apply_qacct(job_id: str, obs: Observation, record: Mapping[str, str]) -> None:
     """Complete a doubtful SGE end from its accounting record: a job that ran and ended by itself
     (``failed 0``) gets its exit code (129-192: death by signal ``code - 128``, the shell's
@@ -381,6 +370,7 @@ class DrmaaScheduler(CommandLineScheduler):
         self._wait_failing: dict[str, float] = {}  # job -> when its wait() began failing
         #: Ends given by wait() (once) that no record has taken yet.
         self._reaped: dict[str, Observation] = {}
+        self._attached: AttachedJobs | None = None  # how attached jobs are observed (drmaa_attach)
         self._session: Any = None
         self.wake()
 
@@ -632,8 +622,41 @@ class DrmaaScheduler(CommandLineScheduler):
             if self.logger:
                 self.logger.warning("cannot delete the untracked job %s: %s", name, exc)
 
+    # -- jobs of other sessions (drmaa_attach) -----------------------------------------------------
+    def _attached_jobs(self) -> AttachedJobs:
+        if self._attached is None:
+            self._open()
+            family = implementation_family(self.implementation)
+            self._attached = AttachedJobs(family, self.runner, self._job_status, self.logger)
+        self._attached.runner = self.runner  # (replaced by tests and fault injection)
+        return self._attached
+
+    def _job_status(self, job_id: str) -> str | None:
+        session = self._open()
+        with _SESSION.lock:
+            return self._status(session, job_id)
+
+    def observe_attached(self, ids: Sequence[str]) -> dict[str, Observation]:
+        """``jobStatus`` of each job, and the accounting of those no longer live (drmaa_attach)."""
+        return self._attached_jobs().lookup(ids)
+
+    def drms_name(self) -> str:
+        return family_name(implementation_family(self.implementation))
+
+    def forgetting(self) -> str:
+        return FORGETTING.get(implementation_family(self.implementation), "")
+
     # -- polling -------------------------------------------------------------------------------------
     def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
+        attached = [i for i in ids if self.is_attached(i)]
+        if attached:
+            ids = [i for i in ids if i not in set(attached)]
+            try:
+                observed = self._attached_jobs().observe(attached, self._terminated)
+            except CommandError as exc:
+                self._undetermined(attached, f"cannot ask the DRMS: {exc}")
+                observed = {}
+            return {**observed, **(self._query(ids) if ids else {})}
         session = self._open()
         result: dict[str, Observation] = {}
         family = implementation_family(self.implementation)
@@ -887,6 +910,8 @@ class DrmaaScheduler(CommandLineScheduler):
 
     def _finish(self, rec: Any, obs: Observation) -> None:
         super()._finish(rec, obs)
+        if self._attached is not None:
+            self._attached.forget(rec.id)
         self._reaped.pop(rec.id, None)
         self._terminated.discard(rec.id)
         path = self._files.pop(rec.id, None)
@@ -925,9 +950,13 @@ class DrmaaScheduler(CommandLineScheduler):
         self._unaccounted.clear()
         self._wait_failing.clear()
         self._reaped.clear()
-        if self._dir is not None:
+        if self._dir is not None and self._files:
+            # jobs not seen to end outlive this scheduler (attach follows them): they need their scripts
+            if self.logger:
+                self.logger.info("%d job script(s) kept in %s for jobs not seen to end", len(self._files), self._dir)
+        elif self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        self._dir = None
         self._files.clear()
         super().clean()
 

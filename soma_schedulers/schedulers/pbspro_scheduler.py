@@ -33,6 +33,10 @@ End states, from the exit status the MOM records (``Exit_status``, Torque's ``ex
   it by setting the job's ``Priority`` (user-alterable while the job runs, in both flavours)
   to one of :data:`LAUNCH_PRIORITIES` with ``qalter`` before exiting 127.
 
+``attach``: the poll's ``qstat`` (OpenPBS: the history too), each job's ``Job_Owner`` kept. OpenPBS
+appends ``and terminated by user@host`` to the comment of a running job someone deleted; Torque
+records no deleter (see docs/pbs.md).
+
 ``kill_job``: ``qdel``; a job still running ``force_kill_after`` seconds later (default 15: OpenPBS
 waits ``kill_delay``, 10 s by default, between SIGTERM and SIGKILL; a MOM that is down never
 answers) is deleted with ``qdel -W force`` (OpenPBS) or ``qdel -W 0`` (Torque), once.
@@ -125,6 +129,7 @@ _JOB_ID = re.compile(r"\d+(\[\d*\])?(\.[\w.-]+)?")
 _VARIABLES_ITEM = re.compile(r"-v\s*(\S.*)", re.S)
 
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.+-]")
+_TERMINATED_BY = re.compile(r"\bterminated by (\S+)\s*$")
 _UNKNOWN_JOB = re.compile(r"Unknown Job Id|nonexistent job id|Job has finished|invalid state for job", re.I)
 
 
@@ -275,16 +280,22 @@ def hold_status(attrs: Mapping[str, Any]) -> str:
 
 
 def job_observation(attrs: Mapping[str, Any], flavour: str) -> Observation:
-    """What one job's ``qstat -f`` attributes say, as an :class:`Observation`."""
+    """What one job's ``qstat -f`` attributes say, as an :class:`Observation` (with its
+    ``Job_Owner``, and who deleted it when OpenPBS's comment says so)."""
     state = str(attrs.get("job_state", "")).strip()
+    owner = str(attrs.get("Job_Owner") or "") or None
     if state not in _ENDED_STATES:
         if state == "H":
-            return Observation(hold_status(attrs))
-        return Observation(_LIVE_STATES.get(state, C.UNDETERMINED))
+            return Observation(hold_status(attrs), owner=owner)
+        return Observation(_LIVE_STATES.get(state, C.UNDETERMINED), owner=owner)
     started = any(k in attrs for k in ("stime", "start_time", "exec_host"))
     usage = usage_of(attrs) if started else None
     code = exit_status_of(attrs)
-    obs = Observation(C.DONE, ended=True, started=started, usage=usage)
+    # OpenPBS appends "and terminated by user@host" to the comment of a running job deleted
+    # with qdel (svr_jobfunc.c, update_job_finish_comment); Torque records no deleter.
+    by = _TERMINATED_BY.search(str(attrs.get("comment", "")))
+    obs = Observation(C.DONE, ended=True, started=started, usage=usage, owner=owner,
+                      cancelled_by=by.group(1) if by else None)
     # OpenPBS marks a deleted job (substate 91, TERMINATED): after qdel the shell may still
     # report its command's death as 128+s before the MOM kills the session (256+s).
     deleted = _int(attrs.get("substate")) == 91
@@ -547,6 +558,16 @@ class PBSProScheduler(CommandLineScheduler):
             result[job_id] = obs
         self._force_lingering(result)
         return result
+
+    def drms_name(self) -> str:
+        return "Torque" if self.flavour == TORQUE else "OpenPBS"
+
+    def forgetting(self) -> str:
+        if self.flavour == TORQUE:
+            return ("Torque forgets a completed job keep_completed seconds after its end: "
+                    "300 by default, a server or queue attribute")
+        return ("OpenPBS keeps ended jobs only with job_history_enable = True, for "
+                "job_history_duration: two weeks by default")
 
     def _launch_message(self, job_id: str, kind: str) -> str:
         with self._lock:

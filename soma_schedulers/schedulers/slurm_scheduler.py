@@ -7,6 +7,11 @@ accounting, one ``squeue -O exit_code`` instead. Cancelling: ``scancel``.
 A job script that cannot start its command records the reason in the job's
 Comment (``scontrol update``) and exits 127, so launch errors are reported as
 ``aborted`` rather than as the program's exit code.
+
+Attach (jobs of other processes): the poll's ``squeue`` and ``sacct``, asking also for the owner's
+uid (``%U``, ``UID``). ``sacct``'s ``State`` says who cancelled a job (``CANCELLED by <uid>``): its
+owner's cancellation is a kill by the user. Without accounting only ``squeue`` knows the jobs, until
+``MinJobAge`` seconds after their end, and nothing says who cancelled one.
 """
 
 from __future__ import annotations
@@ -106,6 +111,15 @@ def parse_exit_code(text: str) -> tuple[int | None, int | None]:
     return (None, s) if s else (c, None)
 
 
+def split_state(text: str) -> tuple[str, str | None]:
+    """sacct's ``State`` as ``(state, uid of who cancelled it)``: ``"CANCELLED by 1000"`` gives
+    ``("CANCELLED", "1000")``, ``"COMPLETED"`` gives ``("COMPLETED", None)``."""
+    words = text.split()
+    state = words[0] if words else ""
+    by = words[2] if len(words) >= 3 and words[1] == "by" else None
+    return state, by
+
+
 def decode_wait_status(raw: int) -> tuple[int | None, int | None]:
     """A raw wait status (``squeue -O exit_code``) as ``(exit_code, term_sig)``."""
     if raw & 0x7F:
@@ -188,11 +202,35 @@ class SlurmScheduler(CommandLineScheduler):
 
     # -- polling --------------------------------------------------------------------------------
     def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
+        return self._observe(ids, None)
+
+    def observe_attached(self, ids: Sequence[str]) -> dict[str, Observation]:
+        """The poll's two queries, which also ask for each job's owner (``squeue %U``, ``sacct
+        UID``): every job either knows. One whose end accounting has not completely recorded
+        yet (its record still has a live step) is given as undetermined, not left out."""
+        owners: dict[str, str] = {}
+        result = self._observe(ids, owners)
+        for job_id in ids:
+            if job_id in owners:
+                result.setdefault(job_id, Observation(C.UNDETERMINED)).owner = owners[job_id]
+        return result
+
+    def forgetting(self) -> str:
+        if self._accounting is False:
+            return ("without accounting, Slurm forgets a job MinJobAge seconds after its end: 300 by "
+                    "default")
+        return "sacct has no such job either"
+
+    def _observe(self, ids: Sequence[str], owners: dict[str, str] | None) -> dict[str, Observation]:
+        """One ``squeue`` for ``ids``, one ``sacct`` for those it does not show live. ``owners``
+        (attach): also ask for the owners' uids and put them there."""
         result: dict[str, Observation] = {}
         ended: dict[str, str] = {}  # id -> squeue state, for jobs squeue shows as ended
-        out = self._squeue(ids)
+        out = self._squeue(ids, owners is not None)
         for line in complete_lines(out):
-            parts = line.split("|", 4)
+            parts = line.split("|", 5 if owners is not None else 4)
+            if owners is not None and len(parts) == 6:
+                owners[parts[0]] = parts.pop(4)
             if len(parts) < 5:
                 continue
             job_id, state, reason, _start, comment = parts
@@ -217,11 +255,12 @@ class SlurmScheduler(CommandLineScheduler):
                 result[job_id] = Observation(_LIVE.get(state, C.UNDETERMINED))
         finished = [i for i in ids if i not in result]
         if finished:
-            result.update(self._finished(finished, ended))
+            result.update(self._finished(finished, ended, owners))
         return result
 
-    def _squeue(self, ids: Sequence[str]) -> str:
-        argv = ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%T|%r|%S|%k"]
+    def _squeue(self, ids: Sequence[str], owners: bool = False) -> str:
+        fields = "%i|%T|%r|%S|%U|%k" if owners else "%i|%T|%r|%S|%k"  # the Comment last: it may hold "|"
+        argv = ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", fields]
         try:
             return self.runner.run(argv).stdout
         except CommandError as exc:
@@ -230,10 +269,11 @@ class SlurmScheduler(CommandLineScheduler):
                 return ""
             raise
 
-    def _finished(self, ids: list[str], ended: dict[str, str]) -> dict[str, Observation]:
+    def _finished(self, ids: list[str], ended: dict[str, str],
+                  owners: dict[str, str] | None = None) -> dict[str, Observation]:
         obs: dict[str, Observation] = {}
         if self._accounting is not False:
-            obs = self._sacct(ids, ended)
+            obs = self._sacct(ids, owners, ended)
         # Jobs squeue shows as ended but accounting has not recorded yet: wait a little
         # (exit info must be complete the first time it is given), then use squeue's.
         late = [i for i in ids if i not in obs and i in ended]
@@ -252,7 +292,7 @@ class SlurmScheduler(CommandLineScheduler):
         return obs
 
     def _observation(self, job_id: str, state: str, code: int | None, sig: int | None,
-                     started: bool | None, usage: bytes | None) -> Observation:
+                     started: bool | None, usage: bytes | None, cancelled_by: str | None = None) -> Observation:
         comment = self._comments.get(job_id, "")
         launch_error = None
         if comment.startswith(LAUNCH_MARK) and code == LAUNCH_ERROR_EXIT:
@@ -261,24 +301,29 @@ class SlurmScheduler(CommandLineScheduler):
             C.DONE, ended=True, exit_code=code, term_sig=sig,
             cancelled=state == "CANCELLED",
             aborted=f"Slurm ended the job: {state}" if state in _ABORTED else None,
-            launch_error=launch_error, started=started, usage=usage,
+            launch_error=launch_error, started=started, usage=usage, cancelled_by=cancelled_by,
         )
 
-    def _sacct(self, ids: list[str], ended: Mapping[str, str] | None = None) -> dict[str, Observation]:
-        out = run_sacct(self.runner, ids,
-                        "JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NCPUS,NodeList,Reason,Comment")
+    def _sacct(self, ids: list[str], owners: dict[str, str] | None = None,
+               ended: Mapping[str, str] | None = None) -> dict[str, Observation]:
+        fields = "JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NCPUS,NodeList,Reason,Comment"
+        if owners is not None:  # the uid before the Comment, which may hold "|"
+            fields = fields.replace(",Comment", ",UID,Comment")
+        out = run_sacct(self.runner, ids, fields)
         if out is None:
             self._accounting = False
             return {}
         self._accounting = True
-        jobs, steps = split_sacct(out, 11)
+        jobs, steps = split_sacct(out, 11 if owners is None else 12)
         result: dict[str, Observation] = {}
         for job_id in ids:
-            fields = jobs.get(job_id)
-            if fields is None:
+            fields_of = jobs.get(job_id)
+            if fields_of is None:
                 continue
-            f = fields
-            state = f[1].split()[0] if f[1] else ""
+            f = list(fields_of)
+            if owners is not None:
+                owners[job_id] = f.pop(10)
+            state, by = split_state(f[1])
             if state not in _ENDED:
                 continue
             # A job cancelled while pending has a Start time in some versions, never a node.
@@ -299,7 +344,7 @@ class SlurmScheduler(CommandLineScheduler):
             wall = float(f[4]) if f[4].isdigit() else None
             usage = format_usage(cput=cput, mem_kb=mem, walltime=wall,
                                  ncpus=int(f[7]) if f[7].isdigit() else None) if started else None
-            result[job_id] = self._observation(job_id, state, code, sig, started, usage or None)
+            result[job_id] = self._observation(job_id, state, code, sig, started, usage or None, by)
         return result
 
     def _incomplete(self, job_id: str, f: list[str], steps: list[list[str]], started: bool,
