@@ -73,7 +73,7 @@ class FakeCluster:
     def info(self) -> dict[str, Any]:
         return {"spec": "slurm", "name": self.name}
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
         self.stopped = True
 
 

@@ -512,9 +512,13 @@ class DrmsCluster:
 
     # -- teardown ---------------------------------------------------------
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
         """Stop the containers (SIGTERM: daemons shut down cleanly), remove
-        them, the network and the shared directory.  Idempotent."""
+        them, the network and the shared directory.  Idempotent.
+
+        ``graceful=False`` kills them instead (SIGKILL, no shutdown): for throw-away clusters whose
+        daemons' ending is not under test, it saves the seconds a clean shutdown takes (SGE: ~5).
+        """
         if self._stopped:
             return
         self._stopped = True
@@ -523,7 +527,10 @@ class DrmsCluster:
 
         def stop_one(ctr: Any) -> None:
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                ctr.stop(timeout=_STOP_TIMEOUT)
+                if graceful:
+                    ctr.stop(timeout=_STOP_TIMEOUT)
+                else:
+                    ctr.kill()
 
         # Controller first ("scontrol shutdown" also stops the compute slurmds),
         # then the other containers in parallel.

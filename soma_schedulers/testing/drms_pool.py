@@ -80,7 +80,7 @@ class ClusterPool:
             with contextlib.suppress(Exception):
                 record = json.loads(info_file.read_text(encoding="utf-8"))
                 cluster = dh.attach_cluster(record["cluster"], log=self._log, own=True)
-                cluster.stop()
+                cluster.stop(graceful=False)  # nothing of the daemons' shutdown is under test here
                 remove_shims(record.get("shims", ""))
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -121,7 +121,7 @@ class ClusterPool:
     def _release(self, name: str, held: SharedCluster) -> None:
         self._held.pop(name, None)
         if held.owner:
-            held.cluster.stop()
+            held.cluster.stop(graceful=False)
             remove_shims(held.shims)
             with contextlib.suppress(OSError):
                 (self.directory / f"{name}.json").unlink()

@@ -144,7 +144,7 @@ def run_in_cluster(name: str, command: Callable[[dh.DrmsCluster], list[str]],
                   "-e", f"PYTHONPATH={pythonpath}", "-e", "PYTHONDONTWRITEBYTECODE=1", cluster.name]
         return subprocess.run([*docker, *argv], stdin=subprocess.DEVNULL, check=False).returncode
     finally:
-        cluster.stop()
+        cluster.stop(graceful=False)  # the run is over: the daemons' shutdown is not under test
 
 
 def main(argv: Sequence[str] | None = None) -> int:
