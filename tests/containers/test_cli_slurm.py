@@ -20,16 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from soma_schedulers.schedulers.slurm_scheduler import SlurmScheduler
 from soma_schedulers.testing import docker_harness as dh
 
 pytestmark = pytest.mark.drms
-
-#: The cross-process commands need SlurmScheduler.attach (the other branch of the issue); until it
-#: lands they are expected to fail, and pass on their own once it does.
-needs_attach = pytest.mark.xfail(not SlurmScheduler.attachable, strict=False,
-                                 reason="attach lands with the other branch")
-
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dh.DrmsCluster]:
@@ -130,7 +123,6 @@ def test_types_with_the_bridge(ini: Path) -> None:
 
 # -- one process submits, others follow -------------------------------------------------------------------
 
-@needs_attach
 def test_submit_then_status_wait_exit_info_in_other_processes(ini: Path) -> None:
     job_id = submit(ini, "/bin/sh", "-c", "sleep 2; exit 5")
     out = cli(ini, "status", job_id)
@@ -150,7 +142,6 @@ def test_submit_then_status_wait_exit_info_in_other_processes(ini: Path) -> None
     assert out.stdout == f"{job_id}\tdone\n"
 
 
-@needs_attach
 def test_kill_from_another_process(ini: Path) -> None:
     job_id = submit(ini, "sleep", "300")
     out = cli(ini, "wait", "--timeout", "2", job_id)
@@ -164,7 +155,6 @@ def test_kill_from_another_process(ini: Path) -> None:
     assert info["exit_status"] in ("killed_by_user", "aborted", "aborted_before_running")
 
 
-@needs_attach
 def test_several_ids_and_an_unknown_one(ini: Path) -> None:
     ok = submit(ini, "true")
     bad = submit(ini, "/bin/sh", "-c", "exit 7")
