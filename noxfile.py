@@ -1,48 +1,40 @@
 """nox sessions: the CI matrix of soma_schedulers.
 
 ``nox -s tests``                      unit tests + the conformance suite on local backends
-``nox -s "conformance(drms='slurm')"``  the conformance suite against one DRMS (Docker)
+``nox -s "conformance(drms='slurm')"``  the conformance suite against one target (Docker)
 ``nox -s lint``                       ruff + mypy --strict
 ``nox -s bench``                      the benchmarks (Markdown tables)
-``nox -s ci``                         what .ci/run runs: lint, tests, every Debian-buildable DRMS
+``nox -s wheel``                      the suite from an installed wheel, outside the checkout
+``nox -s matrix``                     the targets as JSON (a CI matrix)
+``nox -s ci``                         what .ci/run runs: lint, tests, every Debian-buildable target
+
+The targets are listed once, in soma_schedulers/testing/registry.py (standard library only: loaded
+here by path, nothing installed).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import nox
+
+_spec = importlib.util.spec_from_file_location(
+    "soma_registry", Path(__file__).parent / "soma_schedulers" / "testing" / "registry.py")
+assert _spec is not None and _spec.loader is not None
+registry = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = registry  # dataclasses look the module up by name
+_spec.loader.exec_module(registry)
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-#: Targets of the conformance matrix: "local" is the local backend, the others DRMS images.
-DRMS = ["local", "slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi", "sge-drmaa", "sge-drmaa-cluster", "slurm-bridge",
-        "slurm-drmaa", "slurm-drmaa-24.11", "openpbs", "openpbs-cluster", "torque", "torque-cluster",
-        "openpbs-bridge", "torque-bridge"]
-#: The DRMS that build from Debian packages alone, so CI runs them on a fresh machine.
-CI_DRMS = ["slurm", "slurm-cluster", "slurm-24.11", "slurm-noacct", "mpi", "sge-drmaa", "sge-drmaa-cluster", "slurm-bridge"]
-#: DRMS whose scheduler runs inside the cluster (the suite runs there, see testing/incontainer.py).
-IN_CONTAINER = {"mpi", "sge-drmaa", "sge-drmaa-cluster", "slurm-drmaa", "slurm-drmaa-24.11"}
-#: DRMS images built from an upstream source (containers/<name>/src/, or a download with
-#: SOMA_SCHEDULERS_ALLOW_DOWNLOAD=1): without it the target prints SKIPPED and succeeds.
-UPSTREAM_DRMS = ["slurm-drmaa", "slurm-drmaa-24.11", "openpbs", "openpbs-cluster", "torque", "torque-cluster",
-                 "openpbs-bridge", "torque-bridge"]
-#: Out of container: the suite runs in an engine container that has no DRMS command and reaches the
-#: DRMS host over ssh, with auto-detection and with explicit configuration, then the bridge's failure
-#: cases (see soma_schedulers/testing/bridge.py).
-BRIDGED = {"slurm-bridge", "openpbs-bridge", "torque-bridge"}
-#: Targets named after the backend too: their cluster (image) name.
-CLUSTER_OF = {"sge-drmaa": "sge", "sge-drmaa-cluster": "sge-cluster", "slurm-bridge": "slurm-ssh",
-              "openpbs-bridge": "openpbs-ssh", "torque-bridge": "torque-ssh"}
-#: pytest-xdist workers for the conformance runs from the host: they share each cluster.
-WORKERS = "4"
+TARGETS = [t.name for t in registry.TARGETS]
 
 
 def _install(session: nox.Session, extras: str = "test") -> None:
     session.install("-e", f".[{extras}]")
-
-
-def _target_args(drms: str) -> list[str]:
-    return ["--scheduler", "local_basic"] if drms == "local" else ["--drms", drms]
 
 
 @nox.session
@@ -53,32 +45,25 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
-@nox.parametrize("drms", DRMS)
+@nox.parametrize("drms", TARGETS)
 def conformance(session: nox.Session, drms: str) -> None:
     """The conformance suite against one target of the matrix."""
     _install(session)
-    if drms in IN_CONTAINER:
-        session.run("python", "-m", "soma_schedulers.testing.incontainer", drms, "-rs", *session.posargs)
-        return
-    if drms in BRIDGED:
-        session.run("python", "-m", "soma_schedulers.testing.bridge", drms, "-rs", *session.posargs)
-        return
-    session.run("pytest", "tests/test_conformance.py", *_target_args(drms), "-n", WORKERS, "-rs", *session.posargs)
+    session.run("python", "-m", "soma_schedulers.testing.registry", "run", drms, "-rs", *session.posargs)
 
 
-@nox.session
-def wheel(session: nox.Session) -> None:
-    """The suite from an installed wheel, outside the checkout: the example Slurm backend on Slurm."""
-    _install(session)
-    session.run("bash", ".ci/wheel-check", "python", external=True)
+@nox.session(python=False)
+def matrix(session: nox.Session) -> None:
+    """Print the targets as JSON ({"drms": [...]}): the GitHub workflow's matrix."""
+    print(registry.json.dumps({"drms": TARGETS}))
 
 
 @nox.session
 def images(session: nox.Session) -> None:
     """Build the DRMS images (base images made locally when no registry answers)."""
     _install(session)
-    session.run("python", "-m", "soma_schedulers.testing.images", "build",
-                *(session.posargs or [CLUSTER_OF.get(d, d) for d in CI_DRMS]))
+    clusters = sorted({str(t.cluster) for t in registry.TARGETS if t.cluster and not t.upstream})
+    session.run("python", "-m", "soma_schedulers.testing.images", "build", *(session.posargs or clusters))
 
 
 @nox.session
@@ -102,21 +87,29 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def wheel(session: nox.Session) -> None:
+    """The suite from an installed wheel, outside the checkout: the example Slurm backend on Slurm."""
+    _install(session)
+    session.run("bash", ".ci/wheel-check", "python", external=True)
+
+
+@nox.session
 def ci(session: nox.Session) -> None:
     """Everything CI checks, in one environment."""
     _install(session)
     _lint(session)
     session.run("pytest", "tests", "--ignore=tests/containers", "-rs", "-p", "no:cacheprovider")
-    for drms in sorted(IN_CONTAINER & {*CI_DRMS, *UPSTREAM_DRMS}):
-        session.run("python", "-m", "soma_schedulers.testing.incontainer", drms, "-rs")
-    for drms in sorted(BRIDGED & {*CI_DRMS, *UPSTREAM_DRMS}):
-        session.run("python", "-m", "soma_schedulers.testing.bridge", drms, "-rs")
+    for t in registry.TARGETS:
+        if t.kind in ("incontainer", "bridge"):  # upstream ones print SKIPPED without their source
+            session.run("python", "-m", "soma_schedulers.testing.registry", "run", t.name, "-rs")
     session.run("bash", ".ci/wheel-check", "python", external=True)
     # The suite on each host-side target, 4 workers sharing each cluster; a Debian-built target that
     # cannot run fails the run, an upstream one without its source skips saying why.
-    for targets, missing in ((CI_DRMS, "fail"), (UPSTREAM_DRMS, "skip")):
-        drms_args = [a for d in targets if d not in IN_CONTAINER | BRIDGED for a in _target_args(d)]
-        session.run("pytest", "tests/test_conformance.py", *drms_args, f"--drms-missing={missing}", "-n", WORKERS,
+    for upstream, missing in ((False, "fail"), (True, "skip")):
+        drms_args = [a for t in registry.TARGETS if t.kind == "host" and t.upstream == upstream
+                     for a in ("--drms", str(t.cluster))]
+        session.run("pytest", "tests/test_conformance.py", *drms_args, f"--drms-missing={missing}", "-n", "4",
                     "-rs", "-p", "no:cacheprovider")
-    # The image, reliability and bridge-detection tests: one at a time (faults and restarts are timed).
+    # The image, reliability, attach, CLI and bridge-detection tests: one at a time (faults and
+    # restarts are timed).
     session.run("pytest", "tests/containers", "-rs", "-p", "no:cacheprovider", *session.posargs)

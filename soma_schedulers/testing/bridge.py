@@ -51,13 +51,14 @@ from typing import Any
 from . import docker_harness as dh
 from .images import build_image, docker_client, ensure_base_image
 from .incontainer import suite_command
+from .registry import TARGETS
 
 __all__ = ["ENGINE_IMAGE", "HOSTS", "BridgeLab", "main", "start_lab"]
 
 ENGINE_IMAGE = "soma-schedulers/engine:bookworm"
 ENGINE_BASE = "debian:bookworm-slim"
 #: DRMS -> the cluster (its image plus sshd) playing the host.
-HOSTS = {"slurm": "slurm-ssh", "openpbs": "openpbs-ssh", "torque": "torque-ssh"}
+HOSTS = {str(t.drms): str(t.cluster) for t in TARGETS if t.kind == "bridge"}
 #: Network alias of the host on the explicit engine's network.
 HOST_ALIAS = "drms-host"
 MODES = ("auto", "explicit", "failures")

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import docker_harness as dh
+from .registry import IN_CONTAINER_TYPES, TARGETS
 
 __all__ = ["COMMANDS", "IN_CONTAINER_ONLY", "main", "run_in_cluster", "suite_command"]
 
@@ -87,11 +88,11 @@ def _drmaa_command(cluster: dh.DrmsCluster, pytest_args: Sequence[str]) -> list[
 
 #: scheduler_type -> how to run the suite inside its cluster (default: :func:`suite_command`).
 COMMANDS: dict[str, Callable[[dh.DrmsCluster, Sequence[str]], list[str]]] = {"mpi": _mpi_command}
-#: Scheduler types that only work inside their cluster (``--drms`` from the host skips them).
-IN_CONTAINER_ONLY = frozenset({"mpi", "drmaa"})  # drmaa: libdrmaa is in the image only
+#: Scheduler types that only work inside their cluster (``--drms`` alone refuses them).
+IN_CONTAINER_ONLY = IN_CONTAINER_TYPES
 COMMANDS["drmaa"] = _drmaa_command
-#: Other names of clusters: the nox/tox targets ``sge-drmaa`` ... name the backend too.
-ALIASES = {"sge-drmaa": "sge", "sge-drmaa-cluster": "sge-cluster"}
+#: Other names of clusters: the targets (``registry.TARGETS``) ``sge-drmaa`` ... name the backend too.
+ALIASES = {t.name: t.cluster for t in TARGETS if t.kind == "incontainer" and t.cluster and t.cluster != t.name}
 
 
 def install_packages(paths: Sequence[str], into: Path) -> list[str]:

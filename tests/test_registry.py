@@ -1,0 +1,46 @@
+"""The list of test targets exists once: every consumer reads soma_schedulers/testing/registry.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from soma_schedulers.testing import bridge, docker_harness, incontainer, registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_targets_name_real_clusters_once() -> None:
+    names = [t.name for t in registry.TARGETS]
+    assert len(names) == len(set(names))
+    for t in registry.TARGETS:
+        assert t.kind in registry.KINDS
+        assert (t.cluster is None) == (t.kind == "local")
+        if t.cluster:
+            spec = docker_harness.CLUSTERS[t.cluster]
+            assert spec.upstream_source == t.upstream or t.kind == "bridge", t.name
+            if t.kind == "incontainer":
+                assert spec.scheduler_type in registry.IN_CONTAINER_TYPES, t.name
+    assert incontainer.ALIASES == {"sge-drmaa": "sge", "sge-drmaa-cluster": "sge-cluster"}
+    assert bridge.HOSTS == {"slurm": "slurm-ssh", "openpbs": "openpbs-ssh", "torque": "torque-ssh"}
+
+
+def test_no_other_file_lists_the_targets() -> None:
+    # two target names on one line is a list of targets written again
+    pattern = re.compile(r"slurm-cluster.*slurm-24\.11|sge-drmaa.*slurm-bridge|openpbs-cluster.*torque")
+    for rel in ("noxfile.py", "tox.ini", ".github/workflows/ci.yml", "soma_schedulers/testing/incontainer.py",
+                "soma_schedulers/testing/bridge.py"):
+        text = (ROOT / rel).read_text()
+        assert not pattern.search(text), f"{rel} lists targets itself"
+
+
+def test_matrix_and_run_command_line() -> None:
+    out = subprocess.run([sys.executable, "-m", "soma_schedulers.testing.registry", "matrix"],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["drms"] == [t.name for t in registry.TARGETS]
+    bad = subprocess.run([sys.executable, "-m", "soma_schedulers.testing.registry", "run", "nosuch"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown target 'nosuch'" in bad.stderr
