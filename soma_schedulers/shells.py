@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-__all__ = ["PersistentShell", "ShellGone", "ShellPool", "kill_group"]
+__all__ = ["PersistentShell", "ShellGone", "ShellPool", "execute", "kill_group"]
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -38,6 +38,24 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
         if pipe is not None:
             with contextlib.suppress(OSError):
                 pipe.close()
+
+
+def execute(argv: Sequence[str], input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
+    """Run ``argv`` in its own session; SIGKILL its whole process group after ``timeout``.
+
+    Raises :class:`subprocess.TimeoutExpired`, or :class:`OSError` when it cannot start.
+    """
+    proc = subprocess.Popen(
+        list(argv), stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(input, timeout=max(timeout, 0.001))
+    except BaseException:  # the timeout, or an interrupt: leave nothing behind
+        kill_group(proc)
+        raise
+    return proc.returncode, out, err
+
 
 
 class ShellGone(Exception):

@@ -28,6 +28,19 @@ def test_targets_name_real_clusters_once() -> None:
     assert bridge.HOSTS == {"slurm": "slurm-ssh", "openpbs": "openpbs-ssh", "torque": "torque-ssh"}
 
 
+def test_specs_carry_their_layout_command_and_bridge_role() -> None:
+    bridge_clusters = {t.cluster for t in registry.TARGETS if t.kind == "bridge"}
+    for spec in docker_harness.CLUSTERS.values():
+        layout = spec.node_layouts()
+        expected = spec.nodes if spec.incontainer == "mpi" else 1 if spec.nodes <= 1 else spec.nodes + 1
+        assert len(layout) == expected, spec.name
+        assert spec.incontainer in incontainer.COMMANDS, spec.name
+        assert spec.bridge_host == (spec.name in bridge_clusters), spec.name
+    # DRMAA runs in its cluster's own layout: Slurm's controller for slurm-drmaa, SGE's master for sge
+    assert docker_harness.CLUSTERS["slurm-drmaa"].node_layouts()[0].environment == {"SLURM_ROLE": "all"}
+    assert docker_harness.CLUSTERS["sge-cluster"].node_layouts()[0].hostname == "sgemaster"
+
+
 def test_no_other_file_lists_the_targets() -> None:
     # two target names on one line is a list of targets written again
     pattern = re.compile(r"slurm-cluster.*slurm-24\.11|sge-drmaa.*slurm-bridge|openpbs-cluster.*torque")

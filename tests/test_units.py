@@ -1,18 +1,18 @@
-"""Unit tests: configuration, job validation, usage format, runner quoting, Slurm parsing."""
+"""Unit tests: configuration, job validation, usage format, runner quoting, local queue.
+
+The Slurm backend's are in test_slurm_unit.py."""
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from soma_schedulers import constants as C
 from soma_schedulers.batch import Observation
-from soma_schedulers.config import BridgeConfig, SchedulerConfig, load_config
+from soma_schedulers.config import BridgeConfig, load_config
 from soma_schedulers.errors import (
     CommandNotFoundError,
     CommandTimeoutError,
@@ -26,7 +26,6 @@ from soma_schedulers.runner import CommandRunner, container_markers
 from soma_schedulers.scheduler import build_scheduler, get_scheduler_implementation
 from soma_schedulers.schedulers import slurm_scheduler as slurm
 from soma_schedulers.schedulers.local_scheduler import ConfiguredLocalScheduler, LocalScheduler
-from soma_schedulers.testing.fakes import Answer, Call, ScriptedRunner, times_out
 from soma_schedulers.usage import format_usage, memory_to_kb, parse_hms, parse_usage
 
 
@@ -171,186 +170,6 @@ def test_container_detection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CASA_HOST_DIR")
     if not container_markers():
         assert CommandRunner(BridgeConfig(), probe_command="no-such-squeue").prefix == []
-
-
-def test_slurm_exit_codes() -> None:
-    assert slurm.parse_exit_code("3:0") == (3, None)
-    assert slurm.parse_exit_code("0:9") == (None, 9)
-    assert slurm.decode_wait_status(768) == (3, None)
-    assert slurm.decode_wait_status(9) == (None, 9)
-
-
-def _not_squeue_o(call: Call) -> bool:
-    return "-O" not in call.argv
-
-
-def _slurm_with(answers: Mapping[str, Answer], **cfg: object) -> tuple[slurm.SlurmScheduler, ScriptedRunner]:
-    """A Slurm scheduler whose commands are answered from ``answers`` (for parsing and policy tests).
-
-    ``squeue`` answers the plain squeue only: an ``squeue -O`` (exit codes when accounting cannot
-    tell) stays unscripted, so a test that does not expect it fails.
-    """
-    s = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, **cfg))  # type: ignore[arg-type]
-    fake = ScriptedRunner()
-    for command, answer in answers.items():
-        fake.script(command, answer, when=_not_squeue_o if command == "squeue" else None)
-    s.runner = fake
-    return s, fake
-
-
-def test_slurm_poll_is_one_squeue_plus_one_sacct() -> None:
-    squeue = "\n".join([
-        "1|PENDING|JobHeldUser|N/A|", "2|RUNNING|None|2026-01-01T00:00:00|", "3|COMPLETED|None|x|", "8|FAILED|JobLaunchFailure|x|(null)",
-        "4|FAILED|NonZeroExitCode|x|soma_launch_error: command not found: /x",
-    ])
-    sacct = "\n".join([
-        "3|COMPLETED|0:0|2026-01-01T00:00:00|2|00:01.500||1|n1|None|", "3.batch|COMPLETED|0:0|x|2|00:01.500|91232K|1|n1||",
-        "4|FAILED|127:0|2026-01-01T00:00:00|1|00:00:00||1|n1|None|",
-        "5|CANCELLED by 1000|0:15|2026-01-01T00:00:00|9|00:00:00||1|n1|None|",
-        "6|TIMEOUT|0:0|2026-01-01T00:00:00|60|00:00:59||1|n1|None|",
-        "7|CANCELLED by 0|0:0|2026-01-01T00:00:00|0|00:00:00||1|None assigned|None|",
-        "8|FAILED|0:9|2026-01-01T00:00:00|0|00:00:00||1|n1|None|",
-    ])
-    s, fake = _slurm_with({"squeue": squeue, "sacct": sacct, "scancel": ""})
-    for i in "12345678":
-        s.track_job(i)
-    s.kill_job("7")
-    status = s.get_jobs_status(list("12345678"))
-    assert status == {"1": C.USER_ON_HOLD, "2": C.RUNNING, "3": C.DONE, "4": C.FAILED, "5": C.FAILED,
-                      "6": C.FAILED, "7": C.FAILED, "8": C.DONE}
-    assert [c.command for c in fake.history] == ["scancel", "squeue", "sacct"]
-    assert s.get_job_exit_info("3") == (C.FINISHED_REGULARLY, 0, None, b"cput=00:00:02 mem=91232kb ncpus=1 walltime=00:00:02")
-    assert s.get_job_exit_info("4")[:2] == (C.EXIT_ABORTED, 127)
-    assert "command not found" in (s.get_job_error("4") or "")
-    assert s.get_job_exit_info("5")[:3] == (C.EXIT_ABORTED, None, 15)  # cancelled by someone else
-    assert s.get_job_exit_info("6")[0] == C.EXIT_ABORTED and "TIMEOUT" in (s.get_job_error("6") or "")
-    assert s.get_job_exit_info("7") == (C.EXIT_NOTRUN, None, None, None)
-    # 22.05 says JobLaunchFailure for a batch shell killed by a signal: still the job's own end
-    assert s.get_job_exit_info("8")[:3] == (C.FINISHED_TERM_SIG, None, 9)
-
-
-def test_slurm_output_cut_short_is_not_believed() -> None:
-    # "13:0" cut to "1": the last line has no newline, so it is ignored, not read as exit 1
-    s, fake = _slurm_with({"squeue": "", "sacct": "5|COMPLETED|0:0|x|1|00:00:00||1|n1|None|\n6|FAILED|1"})
-    fake.ensure_newline = False
-    s.track_job("5")
-    s.track_job("6")
-    assert s.get_jobs_status(["5", "6"]) == {"5": C.DONE, "6": C.UNDETERMINED}
-
-
-def test_slurm_output_cut_at_any_byte_never_gives_a_wrong_end() -> None:
-    """The fault test's ``truncate``, exhaustively: recorded squeue, sacct and ``squeue -O`` answers
-    cut at every byte (one at a time) may leave jobs unknown for this poll, never ended wrongly."""
-    import json
-
-    rec = json.loads((Path(__file__).parent / "fixtures" / "slurm" / "poll-22.05.json").read_text())
-    truth = {str(i): (i - 1) % 4 for i in range(1, 9)}  # job 9 still runs
-    ids = [str(i) for i in range(1, 10)]
-
-    def poll(squeue: str, sacct: str, squeue_o: str, late: bool) -> dict[str, Observation]:
-        s = slurm.SlurmScheduler(SchedulerConfig(options={"accounting_grace": 0.0 if late else 10.0}))
-        s._accounting = True if late else None
-        fake = ScriptedRunner({"squeue": squeue, "sacct": sacct}, ensure_newline=False)  # as recorded, or cut
-        fake.script("squeue", squeue_o, when="-O")
-        s.runner = fake
-        return s._query(ids)
-
-    full = poll(rec["squeue"], rec["sacct"], rec["squeueO"], late=False)
-    assert {j: o.exit_code for j, o in full.items() if o.ended} == truth and not full["9"].ended
-    late = poll(rec["squeue"], "", rec["squeueO"], late=True)  # accounting has nothing yet
-    assert {j: o.exit_code for j, o in late.items() if o.ended} == truth
-    cases = 0
-    for key in ("squeue", "sacct", "squeueO"):
-        for n in range(len(rec[key])):
-            answers = {**rec, key: rec[key][:n]}
-            for obs in (poll(answers["squeue"], answers["sacct"], answers["squeueO"], late=False),
-                        poll(answers["squeue"], "", answers["squeueO"], late=True)):
-                for j, o in obs.items():
-                    assert not o.ended or (o.exit_code, o.term_sig) == (truth[j], None), (key, n, j, o)
-                cases += 1
-    assert cases > 2000
-
-
-def test_slurm_half_written_accounting_record_is_not_believed() -> None:
-    """Recorded in a CI run (Slurm 22.05 under load): sacct had the job's end but not yet its exit
-    code (``FAILED|0:0``, ``.batch`` still ``RUNNING``); slurmctld had logged WEXITSTATUS 1."""
-    half = ("128|FAILED|0:0|2026-11-25T03:53:24|1|00:00:00||1|slurm|None|\n"
-            "128.batch|RUNNING|0:0|2026-11-25T03:53:24|1|00:00:00||1|slurm||\n")
-    full = ("128|FAILED|1:0|2026-11-25T03:53:24|1|00:00:00||1|slurm|None|\n"
-            "128.batch|FAILED|1:0|2026-11-25T03:53:24|1|00:00:00||1|slurm||\n")
-    fake = ScriptedRunner({"squeue": "128|FAILED|NonZeroExitCode|2026-11-25T03:53:24|soma_token:x\n",
-                           "sacct": half}, ensure_newline=False)
-    s = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, options={"accounting_grace": 0.3}))
-    s.runner = fake
-    s.track_job("128")
-    assert s.get_job_status("128") == C.RUNNING  # not done with exit code 0
-    fake.script("sacct", full)
-    assert s.get_job_exit_info("128")[:3] == (C.FINISHED_REGULARLY, 1, None)
-    # a step that stays live (its end never recorded): the job's line is believed after the grace
-    s2 = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, options={"accounting_grace": 0.3}))
-    s2.runner = fake
-    fake.script("squeue", "")
-    fake.script("sacct", half.replace("FAILED|0:0", "FAILED|1:0", 1))
-    s2.track_job("128")
-    assert s2.get_job_status("128") == C.UNDETERMINED
-    time.sleep(0.35)
-    assert s2.get_job_exit_info("128")[:3] == (C.FINISHED_REGULARLY, 1, None)
-
-
-def test_slurm_record_without_its_batch_step_is_not_believed() -> None:
-    """Recorded on slurm-cluster with 4 clients under load (2026-11-29): squeue said
-    ``FAILED|NonZeroExitCode`` while sacct had ``FAILED|0:0`` and no ``.batch`` line yet; the job
-    ran ``exit 3``. Reported done/0 before; now squeue's exit code after the grace."""
-    squeue = "1441|FAILED|NonZeroExitCode|2026-11-29T20:16:13|soma_token:65ae9bcc\n"
-    half = "1441|FAILED|0:0|2026-11-29T20:16:13|1|00:00:00||1|c2|None|\n"
-    fake = ScriptedRunner({"squeue": squeue, "sacct": half}, ensure_newline=False)
-    fake.script("squeue", "1441             768             0:00                    c2\n", when="-O")
-    s = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, options={"accounting_grace": 0.3}))
-    s.runner = fake
-    s.track_job("1441")
-    assert s.get_job_status("1441") == C.RUNNING  # not done with exit code 0
-    time.sleep(0.35)
-    assert s.get_job_exit_info("1441")[:3] == (C.FINISHED_REGULARLY, 3, None)
-    # the complete record, when it comes in time, is believed at once
-    full = half.replace("FAILED|0:0", "FAILED|3:0") + "1441.batch|FAILED|3:0|x|1|00:00:00||1|c2||\n"
-    s2 = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, options={"accounting_grace": 30}))
-    s2.runner = ScriptedRunner({"squeue": squeue, "sacct": full}, ensure_newline=False)
-    s2.track_job("1441")
-    assert s2.get_job_exit_info("1441")[:3] == (C.FINISHED_REGULARLY, 3, None)
-
-
-def test_slurm_lost_sbatch_answer_is_found_by_token() -> None:
-    def squeue(call: Call) -> str:
-        token = next(a for a in fake.history[0].argv if a.startswith("--comment=")).split("=", 1)[1]
-        return f"41|other\n42|{token}\n"
-
-    s, fake = _slurm_with({"sbatch": times_out(1.0), "squeue": squeue})
-    assert s.job_submission([Job(command=["true"])]) == ["42"]
-    assert fake.argvs()[1][:4] == ["squeue", "-h", "--me", "-t"]
-
-
-def test_slurm_undetermined_then_failed_after_timeout() -> None:
-    s, _ = _slurm_with({"squeue": (1, "", "slurm_load_jobs error: Unable to contact slurm controller")},
-                       undetermined_timeout=0.2)
-    s.track_job("9")
-    assert s.get_job_status("9") == C.UNDETERMINED
-    time.sleep(0.25)
-    assert s.get_job_status("9") == C.FAILED
-    assert s.get_job_exit_info("9") == (C.EXIT_ABORTED, None, None, None)
-    assert "contact slurm controller" in (s.get_job_error("9") or "")
-
-
-def test_slurm_script_quotes_everything() -> None:
-    s = slurm.SlurmScheduler(SchedulerConfig(native_specification="--time=5"))
-    assert "\r" not in s.job_script(Job(command=["echo", "a\r\nb"], env={"CR": "\r"}))  # sbatch refuses CRs
-    job = Job(command=["echo", "$x", "`id`"], env={"A": "it's"}, name="n\nx", hold=True,
-              parallel_job_info={"config_name": "MPI", "nodes_number": 2, "cpu_per_node": 3})
-    script = s.job_script(job)
-    assert script.splitlines()[1] == "#SBATCH --time=5"
-    assert "exec echo '$x' '`id`'" in script and "export A='it'\"'\"'s'" in script
-    argv = s.sbatch_argv(job)
-    assert "--hold" in argv and "--job-name=n_x" in argv and "--nodes=2" in argv and "--ntasks-per-node=3" in argv
-    assert shlex.split(script.splitlines()[-1])[1:] == ["echo", "$x", "`id`"]
 
 
 def test_local_queue_concurrency_and_queued_kill() -> None:

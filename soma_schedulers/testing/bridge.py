@@ -218,6 +218,8 @@ def start_lab(drms: str = "slurm", log: Callable[[str], None] = print) -> Bridge
     """
     if drms not in HOSTS:
         raise dh.HarnessError(f"no ssh host image for {drms!r}; known: {', '.join(HOSTS)}")
+    if not dh.CLUSTERS[HOSTS[drms]].bridge_host:
+        raise dh.HarnessError(f"cluster {HOSTS[drms]} is not an ssh host (ClusterSpec.bridge_host)")
     dh.build_cluster_images(dh.CLUSTERS[HOSTS[drms]], log)  # a missing source stops here, before the engine
     ensure_engine_image(log)
     cluster = dh.start_cluster(HOSTS[drms], log=log, mount_source=True)  # /src: direct runs too

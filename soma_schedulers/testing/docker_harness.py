@@ -17,761 +17,111 @@ Typical use (a pytest fixture)::
     finally:
         cluster.stop()
 
-Every container and network is labelled ``org.soma-schedulers.harness=1``
-together with the creating pid; :func:`cleanup_stale` removes the ones whose
-creator is gone.  Container and network names contain the pid, a per-process
-counter and ``name_suffix`` (e.g. the pytest-xdist worker id), so parallel
-workers each get their own cluster.
+This module is a facade: the harness lives in
 
-A host temporary directory (mode 1777) is bind-mounted at the *same path* in
-every container of a cluster (:attr:`DrmsCluster.shared_dir`), and it is the
-containers' working directory: ``docker exec`` commands (``sbatch`` ...) start
-there, so job scripts, working directories and output files should live under
-it.
+* :mod:`.harness_errors`: :class:`HarnessError`, :class:`ImageUnavailable`, :class:`SourceUnavailable`;
+* :mod:`.images`: base images and ``docker build`` (knows no clusters), its command line in
+  :mod:`.images_cli`;
+* :mod:`.cluster_specs`: :data:`CLUSTERS`, each :class:`ClusterSpec` carrying its layout;
+* :mod:`.cluster_images`: the clusters' build contexts, upstream sources and image builds;
+* :mod:`.cluster_lifecycle`: :class:`DrmsCluster`, :func:`start_cluster`, :func:`attach_cluster`,
+  :func:`cleanup_stale`.
+
+Every name it had before the split is still importable from here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import logging
-import os
-import re
-import shutil
-import socket
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
-from .images import (
-    HarnessError,
-    ImageUnavailable,
-    LogFunc,
-    build_image,
-    docker_client,
-    ensure_base_image,
-    image_exists,
+from .cluster_images import (
+    ALLOW_DOWNLOAD_ENV,
+    CONTAINERS_ENV,
+    SKIP_BUILD_ENV,
+    build_cluster_images,
+    build_spec_image,
+    check_upstream_source,
+    containers_dir,
 )
 
+# the labels and the process identity, private but used by testing.bridge's engine containers
+from .cluster_lifecycle import _L_CLUSTER as _L_CLUSTER
+from .cluster_lifecycle import _L_HOST as _L_HOST
+from .cluster_lifecycle import _L_PID as _L_PID
+from .cluster_lifecycle import _L_PIDSTART as _L_PIDSTART
+from .cluster_lifecycle import _L_ROLE as _L_ROLE
+from .cluster_lifecycle import _L_SHARED as _L_SHARED
+from .cluster_lifecycle import (
+    HARNESS_LABEL,
+    READY_TIMEOUT_ENV,
+    SHARED_ROOT_ENV,
+    SOURCE_MOUNT,
+    DrmsCluster,
+    attach_cluster,
+    cleanup_stale,
+    docker_available,
+    source_mounts,
+    source_root,
+    start_cluster,
+)
+from .cluster_lifecycle import _pid_alive as _pid_alive
+from .cluster_lifecycle import _proc_start as _proc_start
+from .cluster_specs import (
+    CLUSTERS,
+    PBS_COMMANDS,
+    SGE_COMMANDS,
+    SLURM_COMMANDS,
+    ClusterSpec,
+    LayoutFunc,
+    NodeLayout,
+)
+from .harness_errors import HarnessError, ImageUnavailable, SourceUnavailable
+from .images import LogFunc, build_image, docker_client, ensure_base_image, image_exists
+
 __all__ = [
+    "ALLOW_DOWNLOAD_ENV",
     "CLUSTERS",
+    "CONTAINERS_ENV",
+    "HARNESS_LABEL",
+    "LAYOUTS",
+    "PBS_COMMANDS",
+    "READY_TIMEOUT_ENV",
+    "SGE_COMMANDS",
+    "SHARED_ROOT_ENV",
+    "SKIP_BUILD_ENV",
+    "SLURM_COMMANDS",
+    "SOURCE_MOUNT",
     "ClusterSpec",
     "DrmsCluster",
     "HarnessError",
     "ImageUnavailable",
+    "LayoutFunc",
+    "LogFunc",
     "NodeLayout",
     "SourceUnavailable",
     "attach_cluster",
     "build_cluster_images",
+    "build_image",
     "build_spec_image",
+    "check_upstream_source",
     "cleanup_stale",
     "containers_dir",
     "docker_available",
     "docker_client",
+    "ensure_base_image",
+    "image_exists",
+    "source_mounts",
+    "source_root",
     "start_cluster",
 ]
 
-logger = logging.getLogger(__name__)
 
-#: Environment variables understood by the harness.
-CONTAINERS_ENV = "SOMA_SCHEDULERS_CONTAINERS"  # path of the containers/ folder
-SHARED_ROOT_ENV = "SOMA_SCHEDULERS_SHARED_ROOT"  # parent of the shared dirs (default: tempdir)
-READY_TIMEOUT_ENV = "SOMA_SCHEDULERS_READY_TIMEOUT"  # seconds (default 240)
-SKIP_BUILD_ENV = "SOMA_SCHEDULERS_SKIP_BUILD"  # "1": use existing images as they are
-
-HARNESS_LABEL = "org.soma-schedulers.harness"
-_L_PID = "org.soma-schedulers.pid"
-_L_PIDSTART = "org.soma-schedulers.pidstart"
-_L_HOST = "org.soma-schedulers.host"
-_L_CLUSTER = "org.soma-schedulers.cluster"
-_L_SHARED = "org.soma-schedulers.shared-dir"
-_L_ROLE = "org.soma-schedulers.role"
-
-_STOP_TIMEOUT = 30
+def _spec_layout(spec: ClusterSpec) -> list[NodeLayout]:
+    return spec.node_layouts()
 
 
-def _default_log(line: str) -> None:
-    logger.info("%s", line)
-
-
-# --------------------------------------------------------------------------- specs
-
-
-@dataclass
-class ClusterSpec:
-    """How to build and lay out one test cluster."""
-
-    name: str  # "slurm", "slurm-cluster", "slurm-24.11" ...
-    scheduler_type: str  # "slurm"
-    context: str  # folder under containers/, e.g. "slurm"
-    base_image: str  # "debian:bookworm-slim" / "debian:trixie-slim"
-    image_tag: str  # e.g. "soma-schedulers/slurm:22.05"
-    nodes: int  # 1 = all-in-one; N >= 2 = controller + N compute containers
-    user: str = "alice"
-    #: Dockerfile name inside the context (None: "Dockerfile").
-    dockerfile: str | None = None
-    #: Exact line the controller prints when the cluster accepts jobs.
-    ready_line: str = ""
-    #: Daemon log files (globs) included in :meth:`DrmsCluster.logs`.
-    log_paths: tuple[str, ...] = ()
-    #: Built from upstream source: ``<context>/src/`` (see ``upstream.env``) or a download.
-    upstream_source: bool = False
-    #: Environment given to every container of the cluster (on top of the layout's).
-    environment: dict[str, str] = field(default_factory=dict)
-    #: The DRMS's client commands a backend may run by name (shims on PATH, see ``testing.shims``).
-    client_commands: tuple[str, ...] = ()
-
-
-@dataclass
-class NodeLayout:
-    """One container of a cluster (the first one of a layout is the controller)."""
-
-    role: str  # short name used in the container name: "all", "ctl", "c1" ...
-    hostname: str
-    environment: dict[str, str] = field(default_factory=dict)
-
-
-_SLURM_LOGS = ("/var/log/slurm/*.log", "/var/log/mariadb.log")
-_SGE_LOGS = ("/var/spool/gridengine/qmaster/messages", "/var/spool/gridengine/execd/*/messages")
-_PBS_LOGS = ("/var/spool/pbs/server_logs/*", "/var/spool/pbs/mom_logs/*", "/var/spool/pbs/sched_logs/*")
-_TORQUE_LOGS = ("/var/spool/torque/server_logs/*", "/var/spool/torque/mom_logs/*", "/var/spool/torque/sched_logs/*")
-
-#: Client commands of each DRMS family, reachable from the host through shims (``testing.shims``).
-SLURM_COMMANDS = ("sbatch", "squeue", "sacct", "scancel", "scontrol", "sinfo", "srun", "salloc", "sstat",
-                  "sacctmgr", "sprio", "sshare")
-PBS_COMMANDS = ("qsub", "qstat", "qdel", "qhold", "qrls", "qalter", "qrerun", "qmove", "qsig", "qselect",
-                "qmgr", "pbsnodes", "tracejob")
-SGE_COMMANDS = ("qsub", "qstat", "qdel", "qhold", "qrls", "qalter", "qacct", "qconf", "qhost", "qmod",
-                "qselect", "qrsh")
-
-CLUSTERS: dict[str, ClusterSpec] = {
-    s.name: s
-    for s in (
-        ClusterSpec("slurm", "slurm", "slurm", "debian:bookworm-slim", "soma-schedulers/slurm:22.05", 1,
-                    ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS, client_commands=SLURM_COMMANDS),
-        ClusterSpec("slurm-cluster", "slurm", "slurm", "debian:bookworm-slim", "soma-schedulers/slurm:22.05", 2,
-                    ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS, client_commands=SLURM_COMMANDS),
-        ClusterSpec("slurm-24.11", "slurm", "slurm", "debian:trixie-slim", "soma-schedulers/slurm:24.11", 1,
-                    ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS, client_commands=SLURM_COMMANDS),
-        # no slurmdbd: exercises the backend's fallback (squeue exit codes) on a real daemon
-        ClusterSpec("slurm-noacct", "slurm", "slurm", "debian:bookworm-slim", "soma-schedulers/slurm:22.05", 1,
-                    ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS,
-                    environment={"SLURM_ACCOUNTING": "0"}, client_commands=SLURM_COMMANDS),
-        # the Slurm image plus sshd: the "host" of the out-of-container tests (testing/bridge.py)
-        ClusterSpec("slurm-ssh", "slurm", "ssh-host", "soma-schedulers/slurm:22.05", "soma-schedulers/slurm-ssh:22.05",
-                    1, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=(*_SLURM_LOGS, "/var/log/sshd.log"),
-                    client_commands=SLURM_COMMANDS),
-        ClusterSpec("slurm-24.11-cluster", "slurm", "slurm", "debian:trixie-slim", "soma-schedulers/slurm:24.11",
-                    2, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS, client_commands=SLURM_COMMANDS),
-        # nodes = containers: rank 0 runs on the first, MPIScheduler workers on the others
-        ClusterSpec("mpi", "mpi", "openmpi", "debian:bookworm-slim", "soma-schedulers/openmpi:4.1", 3,
-                    ready_line="SOMA-SCHEDULERS-READY mpi", log_paths=("/var/log/sshd.log",)),
-        # DRMAA on Son of Grid Engine 8.1.9: the suite runs in the controller (testing.incontainer)
-        ClusterSpec("sge", "drmaa", "sge", "debian:bookworm-slim", "soma-schedulers/sge:8.1.9", 1,
-                    ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS, client_commands=SGE_COMMANDS),
-        ClusterSpec("sge-cluster", "drmaa", "sge", "debian:bookworm-slim", "soma-schedulers/sge:8.1.9", 2,
-                    ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS, client_commands=SGE_COMMANDS),
-        # DRMAA on Slurm: the Slurm images plus slurm-drmaa (upstream source, see containers/slurm-drmaa)
-        *(ClusterSpec(name, "drmaa", "slurm-drmaa", f"soma-schedulers/slurm:{ver}", f"soma-schedulers/slurm-drmaa:{ver}",
-                      1, ready_line="SOMA-SCHEDULERS-READY slurm", log_paths=_SLURM_LOGS, upstream_source=True,
-                      client_commands=SLURM_COMMANDS)
-          for name, ver in (("slurm-drmaa", "22.05"), ("slurm-drmaa-24.11", "24.11"))),
-        *(ClusterSpec(name, stype, ctx, "debian:bookworm-slim", tag, nodes, ready_line=f"SOMA-SCHEDULERS-READY {ctx}",
-                      log_paths=logs, upstream_source=True, client_commands=PBS_COMMANDS)
-          for ctx, stype, tag, logs in (("openpbs", "pbspro", "soma-schedulers/openpbs:23.06", _PBS_LOGS),
-                                        ("torque", "torque", "soma-schedulers/torque:6.1", _TORQUE_LOGS))
-          for name, nodes in ((ctx, 1), (f"{ctx}-cluster", 2))),
-        # the same plus sshd (containers/ssh-host), out-of-container hosts; their sources as above
-        *(ClusterSpec(f"{ctx}-ssh", stype, "ssh-host", f"soma-schedulers/{ctx}:{ver}",
-                      f"soma-schedulers/{ctx}-ssh:{ver}", 1, ready_line=f"SOMA-SCHEDULERS-READY {ctx}",
-                      log_paths=(*logs, "/var/log/sshd.log"), client_commands=PBS_COMMANDS)
-          for ctx, stype, ver, logs in (("openpbs", "pbspro", "23.06", _PBS_LOGS),
-                                        ("torque", "torque", "6.1", _TORQUE_LOGS))),
-    )
+#: scheduler_type -> the containers of a spec, as before the split; each spec now carries its
+#: own layout (:attr:`ClusterSpec.layout`), which this only forwards to.
+LAYOUTS: dict[str, Callable[[ClusterSpec], list[NodeLayout]]] = {
+    s.scheduler_type: _spec_layout for s in CLUSTERS.values()
 }
-
-
-def _slurm_layout(spec: ClusterSpec) -> list[NodeLayout]:
-    if spec.nodes <= 1:
-        return [NodeLayout("all", "slurm", {"SLURM_ROLE": "all"})]
-    ctl = NodeLayout("ctl", "slurmctl", {"SLURM_ROLE": "controller", "SLURM_EXPECTED_NODES": str(spec.nodes)})
-    computes = [
-        NodeLayout(f"c{i}", f"c{i}", {"SLURM_ROLE": "compute", "SLURM_CONTROLLER": ctl.hostname})
-        for i in range(1, spec.nodes + 1)
-    ]
-    return [ctl, *computes]
-
-
-def _mpi_layout(spec: ClusterSpec) -> list[NodeLayout]:
-    hosts = [f"mpi{i}" for i in range(1, max(1, spec.nodes) + 1)]
-    env = {"MPI_HOSTS": ",".join(hosts)}
-    return [NodeLayout(h, h, {**env, "MPI_ROLE": "controller" if i == 0 else "node"}) for i, h in enumerate(hosts)]
-
-
-def _sge_layout(spec: ClusterSpec) -> list[NodeLayout]:
-    if spec.nodes <= 1:
-        return [NodeLayout("all", "sge", {"SGE_ROLE": "all"})]
-    execs = [f"exec{i}" for i in range(1, spec.nodes + 1)]
-    master = NodeLayout("master", "sgemaster", {"SGE_ROLE": "master", "SGE_EXEC_HOSTS": " ".join(execs)})
-    return [master, *(NodeLayout(h, h, {"SGE_ROLE": "exec", "SGE_MASTER": master.hostname}) for h in execs)]
-
-
-#: scheduler_type -> function giving the containers of a spec (controller first).
-LAYOUTS: dict[str, Callable[[ClusterSpec], list[NodeLayout]]] = {"slurm": _slurm_layout, "mpi": _mpi_layout}
-LAYOUTS["drmaa"] = lambda spec: (_slurm_layout if spec.context.startswith("slurm") else _sge_layout)(spec)
-
-
-def _pbs_layout(spec: ClusterSpec) -> list[NodeLayout]:
-    """OpenPBS / Torque: all daemons in one container, or a server and ``nodes`` MOM containers."""
-    var, host = ("PBS", "openpbs") if spec.scheduler_type == "pbspro" else ("TORQUE", "torque")
-    if spec.nodes <= 1:
-        return [NodeLayout("all", host, {f"{var}_ROLE": "all"})]
-    moms = [f"c{i}" for i in range(1, spec.nodes + 1)]
-    server = NodeLayout("server", f"{host}server", {f"{var}_ROLE": "server", f"{var}_NODES": " ".join(moms)})
-    env = {f"{var}_SERVER_HOST": server.hostname, f"{var}_NODES": " ".join(moms)}  # MOMs trust each other
-    return [server, *(NodeLayout(h, h, {f"{var}_ROLE": "mom", **env}) for h in moms)]
-
-
-LAYOUTS["pbspro"] = LAYOUTS["torque"] = _pbs_layout
-ALLOW_DOWNLOAD_ENV = "SOMA_SCHEDULERS_ALLOW_DOWNLOAD"  # "1": images may download their upstream source
-
-
-class SourceUnavailable(ImageUnavailable):
-    """The image builds from an upstream source that is not here and may not be downloaded."""
-
-
-def check_upstream_source(spec: ClusterSpec) -> None:
-    """Raise :class:`SourceUnavailable` (why, and how to fix it) when ``spec`` needs an upstream
-    source that is neither in ``<context>/src/`` (a tree or a tarball) nor allowed to be downloaded."""
-    if not spec.upstream_source or os.environ.get(ALLOW_DOWNLOAD_ENV, "") in ("1", "true", "yes"):
-        return
-    ctx = containers_dir() / spec.context
-    src = ctx / "src"
-    if (src / "configure.ac").is_file() or any(src.glob("*.tar.gz")) or any(src.glob("*.tgz")):
-        return
-    pin: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in (ctx / "upstream.env").read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not key.startswith("#"):
-                pin[key.strip()] = value.strip().strip("'\"")
-    raise SourceUnavailable(
-        f"{pin.get('NAME', spec.context)} {pin.get('VERSION', '')} source (commit {pin.get('COMMIT', '?')}) "
-        f"is not in {src}: export it there ({pin.get('EXPORT', f'git archive COMMIT | tar -x -C {src}')}) or set "
-        f"{ALLOW_DOWNLOAD_ENV}=1 to let the build download {pin.get('URL', 'it')}"
-    )
-
-#: Where :func:`start_cluster` (``mount_source=True``) mounts :func:`source_root`, read-only.
-SOURCE_MOUNT = "/src"
-
-
-def source_root() -> str:
-    """The directory holding the ``soma_schedulers`` package (the repository, for a checkout)."""
-    return str(Path(__file__).resolve().parents[2])
-
-
-def source_mounts() -> dict[str, dict[str, str]]:
-    """Docker binds putting this code at :data:`SOURCE_MOUNT` (``PYTHONPATH=/src`` imports it).
-
-    A checkout (``pyproject.toml`` beside the package) is mounted whole, tests and benchmarks
-    included; an installed copy mounts only the package, at ``/src/soma_schedulers``, so the
-    host's site-packages (other Python versions, compiled modules) stay out of the containers.
-    """
-    root = Path(source_root())
-    if (root / "pyproject.toml").is_file():
-        return {str(root): {"bind": SOURCE_MOUNT, "mode": "ro"}}
-    return {str(Path(__file__).resolve().parents[1]): {"bind": f"{SOURCE_MOUNT}/soma_schedulers", "mode": "ro"}}
-
-
-# --------------------------------------------------------------------------- discovery
-
-
-def containers_dir() -> Path:
-    """The folder of the DRMS image build contexts (the repository's ``containers/``).
-
-    ``$SOMA_SCHEDULERS_CONTAINERS`` wins; then the copy an installed wheel ships
-    (``soma_schedulers/testing/containers``); otherwise walk up from the current
-    directory, then from this file, looking for a ``containers/`` directory
-    holding at least one known spec folder with a Dockerfile.
-    """
-    env = os.environ.get(CONTAINERS_ENV, "").strip()
-    if env:
-        p = Path(env).expanduser().resolve()
-        if not p.is_dir():
-            raise ImageUnavailable(f"${CONTAINERS_ENV}={env} is not a directory")
-        return p
-    contexts = {(s.context, s.dockerfile or "Dockerfile") for s in CLUSTERS.values()}
-    shipped = Path(__file__).resolve().parent / "containers"  # an installed wheel's package data
-    if any((shipped / c / f).is_file() for c, f in contexts):
-        return shipped
-    for start in (Path.cwd(), Path(__file__).resolve().parent):
-        for d in (start, *start.parents):
-            cand = d / "containers"
-            if cand.is_dir() and any((cand / c / f).is_file() for c, f in contexts):
-                return cand
-    raise ImageUnavailable(
-        f"no containers/ folder with the DRMS Dockerfiles found from {Path.cwd()} "
-        f"or {Path(__file__).parent}; set ${CONTAINERS_ENV}"
-    )
-
-
-def docker_available() -> tuple[bool, str]:
-    """``(True, "")`` if clusters can be started here, else ``(False, reason)``.
-
-    Checks the ``docker`` Python package, the daemon, and the ``docker`` CLI
-    (needed by :attr:`DrmsCluster.command_prefix`).
-    """
-    try:
-        docker_client()
-    except ImageUnavailable as exc:
-        return False, str(exc)
-    if shutil.which("docker") is None:
-        return False, "the 'docker' command-line client is not in PATH"
-    return True, ""
-
-
-# --------------------------------------------------------------------------- images
-
-_built: set[str] = set()
-_built_lock = threading.Lock()
-
-
-def build_spec_image(spec: ClusterSpec, log: LogFunc = _default_log,
-                     nocache: bool = False) -> tuple[str, float, int]:
-    """Build ``spec.image_tag`` (base image must exist). Returns ``(tag, seconds, size)``."""
-    return build_image(
-        spec.image_tag,
-        containers_dir() / spec.context,
-        dockerfile=spec.dockerfile,
-        buildargs={"BASE_IMAGE": spec.base_image},
-        log=log,
-        nocache=nocache,
-    )
-
-
-def build_cluster_images(spec: ClusterSpec, log: LogFunc = _default_log) -> None:
-    """Ensure the base image and (re)build the spec's image through the layer cache.
-
-    Done once per process and image tag (a cached rebuild takes about a second
-    and picks up edits of the Dockerfile or scripts).  With
-    ``$SOMA_SCHEDULERS_SKIP_BUILD=1`` an existing image is used as is.
-    Raises :class:`ImageUnavailable` when the image cannot be made here.
-    A spec whose base image is another spec's image (``slurm-ssh``) builds that one first.
-    """
-    parent = next((s for s in CLUSTERS.values() if s.image_tag == spec.base_image), None)
-    if parent is not None:
-        if not (os.environ.get(SKIP_BUILD_ENV, "") in ("1", "true", "yes")
-                and image_exists(docker_client(), spec.image_tag)):
-            check_upstream_source(spec)  # a missing source skips before the parent is built
-        build_cluster_images(parent, log)
-    with _built_lock:
-        if spec.image_tag in _built:
-            return
-        client = docker_client()
-        if os.environ.get(SKIP_BUILD_ENV, "") in ("1", "true", "yes") and image_exists(client, spec.image_tag):
-            _built.add(spec.image_tag)
-            return
-        check_upstream_source(spec)
-        if parent is None:
-            ensure_base_image(spec.base_image, log=log)
-        build_spec_image(spec, log=log)
-        _built.add(spec.image_tag)
-
-
-# --------------------------------------------------------------------------- process identity
-
-
-def _proc_start(pid: int) -> str:
-    """Start time (clock ticks since boot) of ``pid``, "" if unknown."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def _pid_alive(pid: int, start: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    # a different start time means the pid was reused by another process
-    return not (start and _proc_start(pid) not in ("", start))
-
-
-_counter = itertools.count(1)
-
-
-def _sanitize(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-.") or "x"
-
-
-# --------------------------------------------------------------------------- cluster
-
-
-class DrmsCluster:
-    """A running test cluster (see :func:`start_cluster`)."""
-
-    spec: ClusterSpec
-    shared_dir: str
-    command_prefix: list[str]
-    containers: list[Any]
-    ready_seconds: float
-
-    def __init__(self, spec: ClusterSpec, client: Any, shared_dir: str, network: Any | None,
-                 log: LogFunc = _default_log) -> None:
-        self.spec = spec
-        self.shared_dir = shared_dir
-        self.containers = []
-        self.command_prefix = []
-        self.ready_seconds = float("nan")
-        self.hostnames: list[str] = []
-        self._client = client
-        self._network = network
-        self._log = log
-        self._stopped = False
-
-    # -- accessors --------------------------------------------------------
-
-    @property
-    def controller(self) -> Any:
-        """The controller (or all-in-one) container."""
-        return self.containers[0]
-
-    @property
-    def name(self) -> str:
-        """Docker name of the controller container."""
-        return str(self.controller.name)
-
-    def make_workdir(self, name: str, mode: int = 0o777) -> str:
-        """Create ``shared_dir/name`` (mode 0777 by default, so the test user in
-        the containers can write in it whatever uid the host process has)."""
-        p = Path(self.shared_dir) / name
-        p.mkdir(parents=True, exist_ok=True)
-        p.chmod(mode)
-        return str(p)
-
-    # -- commands ---------------------------------------------------------
-
-    def exec(self, argv: list[str], user: str = "root", stdin: bytes | None = None,
-             container: Any | None = None, workdir: str | None = None) -> tuple[int, str]:
-        """Run ``argv`` in the controller (or ``container``) as ``user``.
-
-        Returns ``(exit code, stdout+stderr)``.  ``stdin`` bytes are written to
-        the command's standard input, which is then closed.
-        """
-        from docker.utils.socket import frames_iter
-
-        ctr = container if container is not None else self.controller
-        api = self._client.api
-        ex = api.exec_create(ctr.id, argv, stdout=True, stderr=True, stdin=stdin is not None,
-                             tty=False, user=user, workdir=workdir)
-        if stdin is None:
-            raw_out = api.exec_start(ex["Id"], stream=False, demux=False)
-        else:
-            sock = api.exec_start(ex["Id"], socket=True)
-            raw_sock = getattr(sock, "_sock", sock)
-
-            def feed() -> None:
-                try:
-                    raw_sock.sendall(stdin)
-                finally:
-                    with contextlib.suppress(OSError):
-                        raw_sock.shutdown(socket.SHUT_WR)
-
-            writer = threading.Thread(target=feed, daemon=True)
-            writer.start()
-            try:
-                raw_out = b"".join(data for _stream, data in frames_iter(sock, tty=False))
-            finally:
-                writer.join(timeout=10)
-                sock.close()
-        rc = None
-        for _ in range(200):
-            info = api.exec_inspect(ex["Id"])
-            if not info.get("Running") and info.get("ExitCode") is not None:
-                rc = int(info["ExitCode"])
-                break
-            time.sleep(0.01)
-        out = (raw_out or b"").decode("utf-8", errors="replace")
-        return (rc if rc is not None else -1), out
-
-    def logs(self, focus: Sequence[str] = ()) -> str:
-        """Container logs plus the daemon log files, each container within its own budget, the
-        lines naming the ``focus`` job ids first (:mod:`.cluster_logs`), for failure reports."""
-        from .cluster_logs import cluster_logs
-
-        return cluster_logs(self, focus)
-
-    # -- teardown ---------------------------------------------------------
-
-    def stop(self, graceful: bool = True) -> None:
-        """Stop the containers (SIGTERM: daemons shut down cleanly), remove
-        them, the network and the shared directory.  Idempotent.
-
-        ``graceful=False`` kills them instead (SIGKILL, no shutdown): for throw-away clusters whose
-        daemons' ending is not under test, it saves the seconds a clean shutdown takes (SGE: ~5).
-        """
-        if self._stopped:
-            return
-        self._stopped = True
-        t0 = time.monotonic()
-        import docker.errors
-
-        def stop_one(ctr: Any) -> None:
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                if graceful:
-                    ctr.stop(timeout=_STOP_TIMEOUT)
-                else:
-                    ctr.kill()
-
-        # Controller first ("scontrol shutdown" also stops the compute slurmds),
-        # then the other containers in parallel.
-        if self.containers:
-            stop_one(self.containers[0])
-        threads = [threading.Thread(target=stop_one, args=(c,)) for c in self.containers[1:]]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        image = self.spec.image_tag
-        for ctr in self.containers:
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                ctr.remove(force=True)
-        if self._network is not None:
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                self._network.remove()
-        _remove_shared_dir(self._client, self.shared_dir, image, self._log)
-        self._log(f"cluster {self.spec.name} stopped in {time.monotonic() - t0:.1f} s")
-
-    def info(self) -> dict[str, Any]:
-        """What another process needs to use this running cluster (:func:`attach_cluster`): JSON-able."""
-        return {"spec": self.spec.name, "containers": [str(c.name) for c in self.containers],
-                "hostnames": list(self.hostnames), "shared_dir": self.shared_dir,
-                "command_prefix": list(self.command_prefix), "ready_seconds": self.ready_seconds,
-                "network": str(self._network.name) if self._network is not None else None}
-
-    def __enter__(self) -> DrmsCluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        names = [getattr(c, "name", "?") for c in self.containers]
-        return f"<DrmsCluster {self.spec.name} {names} shared_dir={self.shared_dir}>"
-
-
-def attach_cluster(info: dict[str, Any], log: LogFunc = _default_log, own: bool = False) -> DrmsCluster:
-    """A handle on a cluster another process started (``DrmsCluster.info()``): commands, logs and
-    files work. :meth:`DrmsCluster.stop` does nothing unless ``own`` (this process takes over
-    the cluster, and stops it)."""
-    import docker.errors
-
-    client = docker_client()
-    network = None
-    if own and info.get("network"):
-        with contextlib.suppress(docker.errors.NotFound):
-            network = client.networks.get(info["network"])
-    cluster = DrmsCluster(CLUSTERS[info["spec"]], client, info["shared_dir"], network, log=log)
-    for name in info["containers"]:
-        try:
-            cluster.containers.append(client.containers.get(name))
-        except docker.errors.NotFound:
-            if not own:
-                raise HarnessError(f"cluster {info['spec']}: container {name} is gone") from None
-    cluster.hostnames = list(info["hostnames"])
-    cluster.command_prefix = list(info["command_prefix"])
-    cluster.ready_seconds = float(info["ready_seconds"])
-    cluster._stopped = not own
-    return cluster
-
-
-def _remove_shared_dir(client: Any, path: str, image: str, log: LogFunc) -> None:
-    """Remove a cluster's shared temp dir.  Files written by container users
-    (uid 1000 ...) may not be removable by a non-root host user: those are
-    deleted by a short-lived root container of the cluster image."""
-    if not path or not os.path.isdir(path):
-        return
-    shutil.rmtree(path, ignore_errors=True)
-    if not os.path.exists(path):
-        return
-    with contextlib.suppress(Exception):
-        client.containers.run(
-            image, entrypoint=["find", path, "-mindepth", "1", "-delete"], user="root",
-            volumes={path: {"bind": path, "mode": "rw"}}, remove=True,
-            labels={HARNESS_LABEL: "1", _L_PID: str(os.getpid()), _L_HOST: socket.gethostname(),
-                    _L_PIDSTART: _proc_start(os.getpid())},
-        )
-    shutil.rmtree(path, ignore_errors=True)
-    if os.path.exists(path):
-        log(f"WARNING: could not remove shared dir {path}")
-
-
-def _wait_ready(cluster: DrmsCluster, t0: float, timeout: float) -> None:
-    spec = cluster.spec
-    ctl = cluster.controller
-    deadline = t0 + timeout
-    ready = spec.ready_line
-    while True:
-        text = ctl.logs().decode("utf-8", errors="replace")
-        if any(line.strip() == ready for line in text.splitlines()):
-            cluster.ready_seconds = time.monotonic() - t0
-            return
-        for ctr in cluster.containers:
-            ctr.reload()
-            if ctr.status in ("exited", "dead"):
-                raise HarnessError(
-                    f"cluster {spec.name}: container {ctr.name} exited "
-                    f"(code {ctr.attrs.get('State', {}).get('ExitCode')}) before ready\n{cluster.logs()}"
-                )
-        if time.monotonic() > deadline:
-            raise HarnessError(
-                f"cluster {spec.name}: no line {ready!r} after {timeout:.0f} s\n{cluster.logs()}"
-            )
-        time.sleep(0.1)
-
-
-def start_cluster(name: str, log: LogFunc = _default_log, name_suffix: str = "",
-                  mount_source: bool = False) -> DrmsCluster:
-    """Build the images if needed, then start cluster ``name`` of :data:`CLUSTERS`.
-
-    ``mount_source``: also bind-mount this code (:func:`source_mounts`) read-only at
-    :data:`SOURCE_MOUNT` in every container (``PYTHONPATH=/src`` then imports
-    this very code there).
-
-    Creates a shared dir and (multi-node) a network, starts the containers,
-    waits for the ready line of the controller (timeout
-    ``$SOMA_SCHEDULERS_READY_TIMEOUT``, default 240 s; the error contains the
-    logs) and logs the time to ready.  Raises :class:`ImageUnavailable` if the
-    images cannot be made here, :class:`HarnessError` if the cluster fails.
-    """
-    import docker.errors
-
-    if name not in CLUSTERS:
-        raise HarnessError(f"unknown cluster {name!r}; known: {sorted(CLUSTERS)}")
-    spec = CLUSTERS[name]
-    if spec.scheduler_type not in LAYOUTS:
-        raise HarnessError(f"no container layout for scheduler type {spec.scheduler_type!r}")
-    ok, reason = docker_available()
-    if not ok:
-        raise ImageUnavailable(reason)
-    build_cluster_images(spec, log)
-    client = docker_client()
-    layout = LAYOUTS[spec.scheduler_type](spec)
-
-    pid = os.getpid()
-    base = _sanitize(f"soma-{spec.name}-{pid}{('-' + name_suffix) if name_suffix else ''}-{next(_counter)}")
-    labels = {
-        HARNESS_LABEL: "1",
-        _L_PID: str(pid),
-        _L_PIDSTART: _proc_start(pid),
-        _L_HOST: socket.gethostname(),
-        _L_CLUSTER: spec.name,
-    }
-    root = os.environ.get(SHARED_ROOT_ENV) or None
-    shared_dir = os.path.realpath(tempfile.mkdtemp(prefix=f"{base}-shared-", dir=root))
-    os.chmod(shared_dir, 0o1777)
-    labels[_L_SHARED] = shared_dir
-
-    network = None
-    cluster = DrmsCluster(spec, client, shared_dir, None, log=log)
-    try:
-        if len(layout) > 1:
-            network = client.networks.create(f"{base}-net", driver="bridge", labels=labels)
-            cluster._network = network
-        timeout = float(os.environ.get(READY_TIMEOUT_ENV, "240"))
-        log(f"starting cluster {spec.name} ({len(layout)} container(s), image {spec.image_tag}, "
-            f"shared dir {shared_dir})")
-        t0 = time.monotonic()
-        api = client.api
-        for node in layout:
-            host_config = api.create_host_config(
-                binds={shared_dir: {"bind": shared_dir, "mode": "rw"},
-                       **(source_mounts() if mount_source else {})},
-                network_mode=network.name if network is not None else None,
-                init=False,
-            )
-            networking = None
-            if network is not None:
-                networking = api.create_networking_config(
-                    {network.name: api.create_endpoint_config(aliases=[node.hostname])}
-                )
-            created = api.create_container(
-                spec.image_tag,
-                name=f"{base}-{node.role}",
-                hostname=node.hostname,
-                environment={**spec.environment, **node.environment},
-                working_dir=shared_dir,
-                labels={**labels, _L_ROLE: node.role},
-                host_config=host_config,
-                networking_config=networking,
-                detach=True,
-            )
-            ctr = client.containers.get(created["Id"])
-            cluster.containers.append(ctr)
-            cluster.hostnames.append(node.hostname)
-            ctr.start()
-        cluster.command_prefix = ["docker", "exec", "-i", "-u", spec.user, cluster.name]
-        _wait_ready(cluster, t0, timeout)
-    except docker.errors.APIError as exc:
-        cluster.stop()
-        raise HarnessError(f"cluster {spec.name}: docker error: {exc}") from exc
-    except BaseException:
-        cluster.stop()
-        raise
-    log(f"cluster {spec.name} ready in {cluster.ready_seconds:.1f} s "
-        f"({', '.join(c.name for c in cluster.containers)})")
-    return cluster
-
-
-def cleanup_stale(log: LogFunc = _default_log) -> int:
-    """Remove harness containers/networks (and shared dirs) whose creating
-    process, on this host, is gone.  Returns the number of objects removed."""
-    try:
-        client = docker_client()
-    except ImageUnavailable:
-        return 0
-    import docker.errors
-
-    me = socket.gethostname()
-
-    def stale(lab: dict[str, str]) -> bool:
-        if lab.get(_L_HOST) != me:
-            return False
-        try:
-            pid = int(lab.get(_L_PID, ""))
-        except ValueError:
-            return False
-        return not _pid_alive(pid, lab.get(_L_PIDSTART, ""))
-
-    removed = 0
-    shared: dict[str, str] = {}
-    for ctr in client.containers.list(all=True, filters={"label": f"{HARNESS_LABEL}=1"}):
-        lab = ctr.labels or {}
-        if stale(lab):
-            if lab.get(_L_SHARED):
-                shared[lab[_L_SHARED]] = str(ctr.attrs.get("Config", {}).get("Image", ""))
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                ctr.remove(force=True)
-                removed += 1
-                log(f"removed stale container {ctr.name}")
-    for net in client.networks.list(filters={"label": f"{HARNESS_LABEL}=1"}):
-        if stale(net.attrs.get("Labels") or {}):
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                net.remove()
-                removed += 1
-                log(f"removed stale network {net.name}")
-    for path, image in shared.items():
-        if image:
-            _remove_shared_dir(client, path, image, log)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-    return removed

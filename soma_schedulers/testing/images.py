@@ -1,6 +1,7 @@
 """Docker images for the DRMS test clusters, built without any image registry.
 
-Two layers of images are needed by :mod:`soma_schedulers.testing.docker_harness`:
+A leaf: it knows images, not clusters (:mod:`.cluster_specs` and :mod:`.cluster_images` do).
+Two layers of images are needed by the clusters:
 
 * **Base images** (``debian:bookworm-slim``, ``debian:trixie-slim``).  They are
   taken from the local Docker image store when present, otherwise pulled, and
@@ -13,7 +14,7 @@ Two layers of images are needed by :mod:`soma_schedulers.testing.docker_harness`
 * **DRMS images** built from ``containers/<spec>/`` with :func:`build_image`
   (Docker's classic builder and its layer cache).
 
-Command line (prints build times and image sizes)::
+Command line (prints build times and image sizes; :mod:`.images_cli`)::
 
     python -m soma_schedulers.testing.images build slurm slurm-24.11
     python -m soma_schedulers.testing.images build --no-cache slurm
@@ -23,7 +24,6 @@ Command line (prints build times and image sizes)::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import logging
@@ -31,12 +31,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from .harness_errors import HarnessError, ImageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +79,8 @@ APT::AutoRemove::SuggestsImportant "false";
 """
 
 
-class HarnessError(Exception):
-    """Base error of the Docker test harness."""
-
-
-class ImageUnavailable(HarnessError):
-    """An image cannot be obtained or built on this machine (the message says why)."""
+__all__ = ["HarnessError", "ImageUnavailable", "LogFunc", "base_suite", "build_image", "debian_mirror",
+           "docker_client", "ensure_base_image", "image_exists", "image_size", "main"]
 
 
 def _default_log(line: str) -> None:
@@ -473,69 +470,13 @@ def build_image(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (see the module docstring)."""
-    from . import docker_harness
+    """Command-line entry point: ``python -m soma_schedulers.testing.images`` (:mod:`.images_cli`)."""
+    from .images_cli import main as cli  # lazily: the CLI knows the clusters, this module does not
 
-    parser = argparse.ArgumentParser(prog="python -m soma_schedulers.testing.images",
-                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build the images of cluster specs")
-    b.add_argument("specs", nargs="*", help="cluster spec names (default: all)")
-    b.add_argument("--no-cache", action="store_true", help="cold build (ignore the layer cache)")
-    b.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
-    base = sub.add_parser("base", help="make a Debian base image (pull or debootstrap)")
-    base.add_argument("tags", nargs="+", help="e.g. debian:bookworm-slim debian:trixie-slim")
-    sub.add_parser("list", help="list the known cluster specs")
-    args = parser.parse_args(argv)
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-
-    try:
-        if args.cmd == "list":
-            for spec in docker_harness.CLUSTERS.values():
-                print(f"{spec.name:20} {spec.scheduler_type:8} {spec.image_tag:32} "
-                      f"FROM {spec.base_image:22} nodes={spec.nodes}")
-            return 0
-        if args.cmd == "base":
-            for tag in args.tags:
-                t0 = time.monotonic()
-                ensure_base_image(tag, log=say)
-                client = docker_client()
-                print(f"{tag}: {time.monotonic() - t0:.1f} s, {image_size(client, tag) / 1e6:.0f} MB")
-            return 0
-        names = args.specs or list(docker_harness.CLUSTERS)
-        unknown = [n for n in names if n not in docker_harness.CLUSTERS]
-        if unknown:
-            parser.error(f"unknown cluster spec(s) {unknown}; known: {sorted(docker_harness.CLUSTERS)}")
-        rows: list[tuple[str, str, float, int]] = []
-        done: set[str] = set()
-        for n in names:
-            spec = docker_harness.CLUSTERS[n]
-            if spec.image_tag in done:
-                rows.append((n, spec.image_tag, 0.0, image_size(docker_client(), spec.image_tag)))
-                continue
-            log = (lambda _l: None) if args.quiet else say
-            t0 = time.monotonic()
-            parent = next((p for p in docker_harness.CLUSTERS.values() if p.image_tag == spec.base_image), None)
-            if parent is not None:  # built on another spec's image (slurm-ssh, slurm-drmaa): that one first
-                docker_harness.build_cluster_images(parent, log=log)
-            else:
-                ensure_base_image(spec.base_image, log=log)
-            tb = time.monotonic() - t0
-            tag, secs, size = docker_harness.build_spec_image(spec, log=log, nocache=args.no_cache)
-            if tb > 1:
-                say(f"(base image {spec.base_image} took {tb:.1f} s)")
-            rows.append((n, tag, secs, size))
-            done.add(spec.image_tag)
-        print(f"\n{'spec':20} {'image':32} {'build s':>8} {'size MB':>8}")
-        for n, tag, secs, size in rows:
-            print(f"{n:20} {tag:32} {secs:8.1f} {size / 1e6:8.0f}")
-        return 0
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cli(argv)
 
 
 if __name__ == "__main__":
+    import sys
+
     sys.exit(main())

@@ -86,11 +86,11 @@ def _drmaa_command(cluster: dh.DrmsCluster, pytest_args: Sequence[str]) -> list[
     return suite_command(cluster, [*workers, *examples, *config, *pytest_args])
 
 
-#: scheduler_type -> how to run the suite inside its cluster (default: :func:`suite_command`).
-COMMANDS: dict[str, Callable[[dh.DrmsCluster, Sequence[str]], list[str]]] = {"mpi": _mpi_command}
+#: ``ClusterSpec.incontainer`` -> how to run the suite inside the cluster (default: :func:`suite_command`).
+COMMANDS: dict[str, Callable[[dh.DrmsCluster, Sequence[str]], list[str]]] = {
+    "suite": suite_command, "mpi": _mpi_command, "drmaa": _drmaa_command}
 #: Scheduler types that only work inside their cluster (``--drms`` alone refuses them).
 IN_CONTAINER_ONLY = IN_CONTAINER_TYPES
-COMMANDS["drmaa"] = _drmaa_command
 #: Other names of clusters: the targets (``registry.TARGETS``) ``sge-drmaa`` ... name the backend too.
 ALIASES = {t.name: t.cluster for t in TARGETS if t.kind == "incontainer" and t.cluster and t.cluster != t.name}
 
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         command = lambda _cluster: cmd  # noqa: E731
     else:
-        build = COMMANDS.get(dh.CLUSTERS[name].scheduler_type, suite_command)
+        build = COMMANDS[dh.CLUSTERS[name].incontainer]
         command = lambda cluster: build(cluster, rest)  # noqa: E731
 
     def log(line: str) -> None:

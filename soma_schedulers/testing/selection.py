@@ -42,7 +42,7 @@ def select_targets(types: Sequence[str], drms: Sequence[str]) -> list[Wanted]:
     drms_names = list(dict.fromkeys(ALIASES.get(d, d) for d in drms))
     wanted: list[Wanted] = []
     if drms_names:
-        from .docker_harness import CLUSTERS
+        from .cluster_specs import CLUSTERS
 
         for d in drms_names:
             if d not in CLUSTERS:
