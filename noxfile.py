@@ -4,6 +4,7 @@
 ``nox -s "conformance(drms='slurm')"``  the conformance suite against one DRMS (Docker)
 ``nox -s lint``                       ruff + mypy --strict
 ``nox -s bench``                      the benchmarks (Markdown tables)
+``nox -s somaworkflow``               Soma-Workflow's own test suite with its scheduler and with ours
 ``nox -s ci``                         what .ci/run runs: lint, tests, every Debian-buildable DRMS
 """
 
@@ -64,6 +65,13 @@ def conformance(session: nox.Session, drms: str) -> None:
         session.run("python", "-m", "soma_schedulers.testing.bridge", drms, "-rs", *session.posargs)
         return
     session.run("pytest", "tests/test_conformance.py", *_target_args(drms), "-n", WORKERS, "-rs", *session.posargs)
+
+
+@nox.session
+def somaworkflow(session: nox.Session) -> None:
+    """Soma-Workflow's own test suite: its scheduler (control), then soma_schedulers.local_basic."""
+    _install(session, "test,soma-workflow")
+    session.run("python", "-m", "soma_schedulers.testing.somaworkflow_suite", "--parallel", *session.posargs)
 
 
 @nox.session
