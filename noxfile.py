@@ -6,6 +6,7 @@
 ``nox -s bench``                      the benchmarks (Markdown tables)
 ``nox -s wheel``                      the suite from an installed wheel, outside the checkout
 ``nox -s matrix``                     the targets as JSON (a CI matrix)
+``nox -s somaworkflow``               Soma-Workflow's own test suite with its scheduler and with ours
 ``nox -s ci``                         what .ci/run runs: lint, tests, every Debian-buildable target
 
 The targets are listed once, in soma_schedulers/testing/registry.py (standard library only: loaded
@@ -50,6 +51,13 @@ def conformance(session: nox.Session, drms: str) -> None:
     """The conformance suite against one target of the matrix."""
     _install(session)
     session.run("python", "-m", "soma_schedulers.testing.registry", "run", drms, "-rs", *session.posargs)
+
+
+@nox.session
+def somaworkflow(session: nox.Session) -> None:
+    """Soma-Workflow's own test suite: its scheduler (control), then soma_schedulers.local_basic."""
+    _install(session, "test,soma-workflow")
+    session.run("python", "-m", "soma_schedulers.testing.somaworkflow_suite", "--parallel", *session.posargs)
 
 
 @nox.session(python=False)
@@ -99,6 +107,8 @@ def ci(session: nox.Session) -> None:
     _install(session)
     _lint(session)
     session.run("pytest", "tests", "--ignore=tests/containers", "-rs", "-p", "no:cacheprovider")
+    # Soma-Workflow's own test suite, with its scheduler (control) and with ours: no regression.
+    session.run("python", "-m", "soma_schedulers.testing.somaworkflow_suite", "--parallel")
     for t in registry.TARGETS:
         if t.kind in ("incontainer", "bridge"):  # upstream ones print SKIPPED without their source
             session.run("python", "-m", "soma_schedulers.testing.registry", "run", t.name, "-rs")

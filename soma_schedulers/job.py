@@ -40,6 +40,11 @@ class Job:
     ``config_name``, ``nodes_number`` and ``cpu_per_node``.
     ``hold`` submits the job held: it waits in an ``*_on_hold`` state until
     it is killed (useful to test queued jobs, and for benchmarks).
+    ``is_engine_execution`` marks a job the engine computes itself
+    (Soma-Workflow's barrier, map/reduce, leave-one-out and cross-validation
+    jobs): its command may be empty, and every backend accepts it, gives it an
+    id and reports it ``done`` / ``finished_regularly`` / 0 without running
+    anything (see :mod:`soma_schedulers.engine_jobs`).
     """
 
     command: Sequence[str]
@@ -55,20 +60,21 @@ class Job:
     parallel_job_info: Mapping[str, Any] | None = None
     hold: bool = False
     signal_end: bool = True
+    is_engine_execution: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.command, (str, bytes)):
             raise JobSpecError("Job.command must be a list of str, not a single string")
         cmd = list(self.command)
-        if not cmd:
+        if not cmd and not self.is_engine_execution:
             raise JobSpecError("Job.command is empty")
         for i, item in enumerate(cmd):
             if not isinstance(item, str):
                 raise JobSpecError(f"Job.command[{i}] is {type(item).__name__}, expected str")
             if "\0" in item:
                 raise JobSpecError(f"Job.command[{i}] contains a NUL byte")
-        if cmd[0] == "":
+        if cmd and cmd[0] == "":
             raise JobSpecError("Job.command[0] (the executable) is empty")
         for i, item in enumerate(cmd):
             if _size(item) > MAX_ARG_BYTES:
@@ -135,7 +141,8 @@ def as_job(obj: object) -> Job:
     """Return ``obj`` as a :class:`Job`.
 
     Accepts a :class:`Job`, a mapping of Job fields, or a Soma-Workflow
-    EngineJob-like object. Raises :class:`JobSpecError` naming what is wrong.
+    EngineJob-like object (its ``is_engine_execution`` is kept). Raises
+    :class:`JobSpecError` naming what is wrong.
     """
     if isinstance(obj, Job):
         return obj
@@ -145,7 +152,10 @@ def as_job(obj: object) -> Job:
         except TypeError as exc:
             raise JobSpecError(f"invalid job description: {exc}") from None
     if callable(getattr(obj, "plain_command", None)):
+        engine = getattr(obj, "is_engine_execution", False) is True
         command = obj.plain_command()  # type: ignore[attr-defined]
+        if command is None and engine:
+            command = []
         if command is None:
             raise JobSpecError("EngineJob.plain_command() returned None")
         command = [str(c) for c in command]
@@ -165,5 +175,6 @@ def as_job(obj: object) -> Job:
             native_specification=spec if spec else None,
             parallel_job_info=getattr(obj, "parallel_job_info", None) or None,
             signal_end=bool(getattr(obj, "signal_end", True)),
+            is_engine_execution=engine,
         )
     raise JobSpecError(f"cannot use a {type(obj).__name__} as a job description")

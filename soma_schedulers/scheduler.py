@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 
+from . import engine_jobs
 from .config import SchedulerConfig, config_from_mapping, load_config, pick_section
 from .errors import (
     ConfigurationError,
@@ -206,7 +207,11 @@ class Scheduler(abc.ABC):
     _soma_cleaning: int = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap the job methods the subclass defines: engine-execution jobs are answered here and
+        never reach the backend (:mod:`soma_schedulers.engine_jobs`), and after ``clean()`` every
+        job method raises :class:`~soma_schedulers.errors.SchedulerClosedError` (outermost)."""
         super().__init_subclass__(**kwargs)
+        engine_jobs.wrap_methods(cls)
         for name in GUARDED_METHODS:
             member = cls.__dict__.get(name)
             if inspect.isfunction(member):
@@ -221,6 +226,23 @@ class Scheduler(abc.ABC):
         self.is_sleeping = False
         self.jobs_finished_event = threading.Event()
         self._tls = threading.local()
+        self._engine_jobs = engine_jobs.EngineJobTable()
+
+    # -- engine-execution jobs (the base class answers for them) ------------------------
+    def submit_engine_job(self, signal_end: bool = True) -> str:
+        """Accept one engine-execution job: return its id, ``done`` at once, never run.
+
+        ``job_submission`` calls this itself for every job whose ``is_engine_execution`` is
+        true; a backend calls it only if it submits by another path.
+        """
+        job_id = engine_jobs.table_of(self).new_id()
+        if signal_end:
+            self.jobs_finished_event.set()
+        return job_id
+
+    def is_engine_job_id(self, scheduler_job_id: str) -> bool:
+        """Whether this instance gave (or attached) ``scheduler_job_id`` to an engine-execution job."""
+        return scheduler_job_id in engine_jobs.table_of(self)
 
     # -- engine compatibility ------------------------------------------------
     def sleep(self) -> None:
@@ -314,12 +336,14 @@ class Scheduler(abc.ABC):
 
         A job that is not a valid description or whose ``submit_one`` raises a
         :class:`~soma_schedulers.errors.DRMError` gives ``None`` and its message.
+        An engine-execution job never reaches ``submit_one`` (:meth:`submit_engine_job`).
         """
         ids: list[str | None] = []
         errors: list[str | None] = []
         for obj in jobs:
             try:
-                ids.append(submit_one(as_job(obj)))
+                job = as_job(obj)
+                ids.append(self.submit_engine_job(job.signal_end) if job.is_engine_execution else submit_one(job))
                 errors.append(None)
             except DRMError as exc:
                 ids.append(None)
@@ -338,6 +362,10 @@ class Scheduler(abc.ABC):
     def build_scheduler(cls, config: Any) -> Scheduler:
         """Create an instance from a configuration (see :func:`build_scheduler`)."""
         raise NotImplementedError(f"{cls.__name__} does not implement build_scheduler")
+
+
+# The base class's own defaults (batched queries, attach) answer for engine jobs too.
+engine_jobs.wrap_methods(Scheduler)
 
 
 def _one_line(exc: BaseException) -> str:

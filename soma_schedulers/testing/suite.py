@@ -351,6 +351,63 @@ def test_jobs_finished_event(conformance_target: Target) -> None:
         "sets jobs_finished_event (the threading.Event the base class makes); it was not set")
 
 
+class _EngineJobLike:
+    """What Soma-Workflow's engine hands over for a barrier job: an EngineJob whose command is empty."""
+
+    is_engine_execution = True
+    signal_end = True
+    name = "barrier"
+    env = None
+    queue = None
+    native_specification = None
+    parallel_job_info = None
+
+    def plain_command(self) -> list[str]:
+        return []
+
+    def plain_stdout(self) -> str | None:
+        return None
+
+    def plain_stderr(self) -> str | None:
+        return None
+
+    def plain_stdin(self) -> str | None:
+        return None
+
+    def plain_working_directory(self) -> str | None:
+        return None
+
+
+def test_engine_execution_jobs(conformance_target: Target) -> None:
+    target = conformance_target
+    sched = target.scheduler
+    asks = ("contract (docs/contract.md, 'Engine-execution jobs'): a job with is_engine_execution true (a Job, "
+            "a dict, a Soma-Workflow EngineJob; empty command) gets an id and is ('done', 'finished_regularly', "
+            "0, None) at once, without running; kill_job changes nothing")
+    sched.jobs_finished_event.clear()
+    jobs = [Job(command=[], is_engine_execution=True), Job(command=["/bin/sh", "-c", "exit 3"]),
+            {"command": [], "is_engine_execution": True}, _EngineJobLike(), {"command": []}]
+    ids = sched.job_submission(jobs)
+    errors = sched.last_submission_errors
+    assert len(ids) == 5 and ids[4] is None and all(isinstance(i, str) for i in ids[:4]), f"{asks}; ids {ids!r}"
+    assert len(set(ids[:4])) == 4, f"{asks}; ids must differ: {ids!r}"
+    assert errors[:4] == [None] * 4 and "empty" in (errors[4] or ""), f"errors not aligned with the jobs: {errors!r}"
+    engine = [ids[0], ids[2], ids[3]]
+    assert sched.get_jobs_status(engine) == dict.fromkeys(engine, C.DONE), asks  # type: ignore[arg-type]
+    assert sched.jobs_finished_event.is_set(), f"{asks}; and sets jobs_finished_event"
+    real: str = ids[1]  # type: ignore[assignment]
+    wait_for_end(sched, [real, *engine], target.timeout, target.poll)  # type: ignore[list-item]
+    infos = sched.get_jobs_exit_info(ids[:4])  # type: ignore[arg-type]
+    assert tuple(infos[real])[:3] == (C.FINISHED_REGULARLY, 3, None), contract("exit")
+    for jid in engine:
+        assert tuple(infos[jid]) == (C.FINISHED_REGULARLY, 0, None, None), asks  # type: ignore[index]
+        sched.kill_job(jid)  # type: ignore[arg-type]
+        assert end_state(target, jid) == (C.DONE, C.FINISHED_REGULARLY, 0, None), asks  # type: ignore[arg-type]
+    bogus = "engine-00000000-424242"
+    with pytest.raises(UnknownJobError):
+        sched.get_job_status(bogus)
+
+
 def test_context_manager_and_clean(conformance_target: Target) -> None:
     with conformance_target.make_scheduler() as sched:
         [jid] = sched.job_submission([Job(command=["/bin/true"])])
