@@ -58,7 +58,6 @@ def test_workflow_through_soma_workflows_engine(cluster: dh.DrmsCluster) -> None
     assert got["leftovers"] == []
 
 
-@pytest.mark.xfail(strict=False, reason="needs attach: the DRMS backends' cross-process attach(ids)")
 def test_engine_restart_while_jobs_run(cluster: dh.DrmsCluster) -> None:
     if cluster.spec.name != "slurm":
         pytest.skip("the restart case runs on Slurm")
