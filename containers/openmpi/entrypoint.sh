@@ -17,35 +17,13 @@ HOST=$(uname -n)
 ROLE=${MPI_ROLE:-controller}
 TIMEOUT=${MPI_READY_TIMEOUT:-120}
 HOSTS=${MPI_HOSTS:-$HOST}
-T0=$(date +%s.%N)
-[ "$(ulimit -Sn)" = unlimited ] || [ "$(ulimit -Sn)" -le 65536 ] || ulimit -Sn 65536
+SOMA_NAME=mpi
+SOMA_LOGS=/var/log/sshd.log
+# shellcheck source=../common/soma-lib.sh
+. /usr/local/lib/soma-lib.sh
+cap_open_files 65536
 
-say() { echo "[mpi $(date +%T.%3N)] $*"; }
-
-shutdown() {
-    trap '' TERM INT
-    say "stopping ($ROLE)"
-    rm -f /run/soma-ready
-    [ -f /run/sshd.pid ] && kill "$(cat /run/sshd.pid)" 2>/dev/null
-    say "stopped"
-    exit 0
-}
-trap shutdown TERM INT
-
-fail() {
-    say "ERROR: $*"
-    [ -s /var/log/sshd.log ] && { echo "---- /var/log/sshd.log"; tail -n 30 /var/log/sshd.log; }
-    exit 1
-}
-
-wait_for() {
-    local limit=$1; shift
-    local end=$((SECONDS + limit))
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -ge "$end" ] && return 1
-        sleep 0.1
-    done
-}
+stop_daemons() { [ -f /run/sshd.pid ] && kill "$(cat /run/sshd.pid)" 2>/dev/null; }
 
 mkdir -p /run/sshd
 /usr/sbin/sshd -E /var/log/sshd.log || fail "sshd did not start"
@@ -59,25 +37,14 @@ case "$ROLE" in
         done
         out=$(runuser -u alice -- timeout "$TIMEOUT" mpirun -np "${#hosts[@]}" -H "$HOSTS" hostname 2>&1) \
             || fail "mpirun over $HOSTS failed: $out"
-        say "ready after $(echo "$(date +%s.%N) - $T0" | awk '{printf "%.1f", $1 - $3}') s: ranks on $(echo "$out" | sort | tr '\n' ' ')"
-        touch /run/soma-ready
-        echo "SOMA-SCHEDULERS-READY mpi"
+        ready "ranks on $(echo "$out" | sort | tr '\n' ' ')"
         ;;
     node)
-        touch /run/soma-ready
-        echo "SOMA-SCHEDULERS-NODE-STARTED mpi $HOST"
+        started NODE
         ;;
     *)
         fail "unknown MPI_ROLE=$ROLE (controller, node)"
         ;;
 esac
 
-if [ $# -gt 0 ]; then
-    "$@" &
-    wait $!
-    shutdown
-fi
-while true; do
-    sleep infinity &
-    wait $!
-done
+serve "$@"

@@ -25,36 +25,13 @@ HOST=$(hostname -s)
 TIMEOUT=${PBS_READY_TIMEOUT:-180}
 NCPUS=${PBS_NCPUS:-16}
 PBS_HOME=/var/spool/pbs
-T0=$(date +%s.%N)
+SOMA_NAME=openpbs
+SOMA_LOGS="$PBS_HOME/server_logs/* $PBS_HOME/mom_logs/* $PBS_HOME/comm_logs/* $PBS_HOME/sched_logs/*"
+SOMA_POLL=0.2
+# shellcheck source=../common/soma-lib.sh
+. /usr/local/lib/soma-lib.sh
 
-say() { echo "[openpbs $(date +%T.%3N)] $*"; }
-
-fail() {
-    say "ERROR: $*"
-    for f in "$PBS_HOME"/server_logs/* "$PBS_HOME"/mom_logs/* "$PBS_HOME"/comm_logs/* "$PBS_HOME"/sched_logs/*; do
-        [ -s "$f" ] && { echo "---- $f"; tail -n 25 "$f"; }
-    done
-    exit 1
-}
-
-# wait_for SECONDS CMD...: run CMD every 0.2 s until it succeeds.
-wait_for() {
-    local end=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -ge "$end" ] && return 1
-        sleep 0.2
-    done
-}
-
-shutdown() {
-    trap '' TERM INT
-    say "stopping ($ROLE)"
-    rm -f /run/soma-ready
-    /etc/init.d/pbs stop >/dev/null 2>&1
-    say "stopped"
-    exit 0
-}
-trap shutdown TERM INT
+stop_daemons() { /etc/init.d/pbs stop >/dev/null 2>&1; }
 
 case "$ROLE" in
     all)    SERVER=$HOST; START_SERVER=1; START_MOM=1 ;;
@@ -84,9 +61,7 @@ fi
 /etc/init.d/pbs start > /var/log/pbs-start.log 2>&1 || { cat /var/log/pbs-start.log; fail "/etc/init.d/pbs start"; }
 
 if [ "$ROLE" = mom ]; then
-    touch /run/soma-ready
-    say "pbs_mom started after $(awk -v t0="$T0" -v t1="$(date +%s.%N)" 'BEGIN{printf "%.1f", t1 - t0}') s"
-    echo "SOMA-SCHEDULERS-COMPUTE-STARTED openpbs $HOST"
+    started COMPUTE
 else
     wait_for 60 qstat -B || fail "pbs_server does not answer"
     # '=' (not '+='): a restart would fail on a duplicate acl_roots entry.
@@ -118,17 +93,7 @@ EOF
         done
     }
     wait_for "$TIMEOUT" all_free || { pbsnodes -a; fail "nodes not free after $TIMEOUT s"; }
-    say "ready after $(awk -v t0="$T0" -v t1="$(date +%s.%N)" 'BEGIN{printf "%.1f", t1 - t0}') s: $(qstat --version)"
-    touch /run/soma-ready
-    echo "SOMA-SCHEDULERS-READY openpbs"
+    ready "$(qstat --version)"
 fi
 
-if [ $# -gt 0 ]; then
-    "$@" &
-    wait $!
-    shutdown
-fi
-while true; do
-    sleep infinity &
-    wait $!
-done
+serve "$@"

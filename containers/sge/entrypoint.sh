@@ -24,31 +24,15 @@ TIMEOUT=${SGE_READY_TIMEOUT:-120}
 COMMON=$SGE_ROOT/$SGE_CELL/common
 export EDITOR=/usr/local/bin/sge-edit
 ulimit -n "${SGE_NOFILE:-4096}"
-
-say() { echo "[sge $(date +%T.%3N)] $*"; }
-
-fail() {
-    say "ERROR: $*"
-    for f in /var/spool/gridengine/qmaster/messages /var/spool/gridengine/execd/*/messages /tmp/*messages*; do
-        [ -s "$f" ] && { echo "---- $f"; tail -n 30 "$f"; }
-    done
-    exit 1
-}
+SOMA_NAME=sge
+SOMA_LOGS="/var/spool/gridengine/qmaster/messages /var/spool/gridengine/execd/*/messages /tmp/*messages*"
+# shellcheck source=../common/soma-lib.sh
+. /usr/local/lib/soma-lib.sh
 
 # q CMD...: run a configuration command quietly (qconf talks on stderr), fail with its output.
 q() {
     local out
     out=$("$@" 2>&1) || fail "$*: $out"
-}
-
-# wait_for SECONDS CMD...: run CMD every 0.1 s until it succeeds.
-wait_for() {
-    local limit=$1; shift
-    local end=$((SECONDS + limit))
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -ge "$end" ] && return 1
-        sleep 0.1
-    done
 }
 
 # SGE resolves peers both ways: pin each peer's address in /etc/hosts so the
@@ -61,10 +45,7 @@ pin_host() {
     grep -qE "^$ip[[:space:]]+$name\$" /etc/hosts || echo "$ip $name" >> /etc/hosts
 }
 
-shutdown() {
-    trap '' TERM INT
-    say "stopping ($ROLE)"
-    rm -f /run/soma-ready
+stop_daemons() {
     case "$ROLE" in
         all|master)
             timeout 10 qconf -ke all >/dev/null 2>&1
@@ -72,14 +53,8 @@ shutdown() {
             ;;
     esac
     pkill -TERM -x sge_execd 2>/dev/null
-    for _ in $(seq 1 50); do
-        pgrep -x sge_qmaster >/dev/null || pgrep -x sge_execd >/dev/null || break
-        sleep 0.1
-    done
-    say "stopped"
-    exit 0
+    wait_gone 5 'sge_qmaster|sge_execd'
 }
-trap shutdown TERM INT
 
 # Queue instances of all.q: "total not-ok" (not ok: unknown, alarm, error, disabled).
 queue_health() {
@@ -119,17 +94,13 @@ configure_master() {   # $@: exec host names
     touch "$SGE_ROOT/.soma-configured"
 }
 
+queues_ok() { [ "$(queue_health)" = "$1 0" ]; }
+
 wait_queues() {   # $1: expected queue instances
-    local end=$((SECONDS + TIMEOUT)) health
-    while :; do
-        health=$(queue_health)
-        [ "$health" = "$1 0" ] && return 0
-        [ "$SECONDS" -ge "$end" ] && { qstat -f; fail "queue instances not ready after ${TIMEOUT} s ($health)"; }
-        sleep 0.2
-    done
+    SOMA_POLL=0.2 wait_for "$TIMEOUT" queues_ok "$1" \
+        || { qstat -f; fail "queue instances not ready after ${TIMEOUT} s ($(queue_health))"; }
 }
 
-T0=$SECONDS
 case "$ROLE" in
     all)
         start_qmaster
@@ -153,25 +124,12 @@ case "$ROLE" in
         # The qmaster makes this host an exec (and admin) host once it resolves us.
         wait_for "$TIMEOUT" qconf -se "$HOST" || fail "qmaster $MASTER did not add exec host $HOST"
         /usr/sbin/sge_execd || fail "sge_execd did not start"
-        touch /run/soma-ready
-        echo "SOMA-SCHEDULERS-EXEC-STARTED sge $HOST"
+        started EXEC
         ;;
     *)
         fail "unknown SGE_ROLE=$ROLE (all, master, exec)"
         ;;
 esac
-if [ "$ROLE" != exec ]; then
-    say "ready after $((SECONDS - T0)) s: $(qstat -f -q all.q | awk '/^all\.q@/ {printf "%s ", $1}')"
-    touch /run/soma-ready
-    echo "SOMA-SCHEDULERS-READY sge"
-fi
+[ "$ROLE" = exec ] || ready "$(qstat -f -q all.q | awk '/^all\.q@/ {printf "%s ", $1}')"
 
-if [ $# -gt 0 ]; then
-    "$@" &
-    wait $!
-    shutdown
-fi
-while true; do
-    sleep infinity &
-    wait $!
-done
+serve "$@"

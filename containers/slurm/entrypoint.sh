@@ -19,19 +19,15 @@
 # SIGTERM/SIGINT stop the daemons cleanly (scontrol shutdown, slurmdbd,
 # MariaDB, munged).  Extra arguments are run as a command after start-up.
 set -u
+# shellcheck source=slurm-lib.sh
 . /usr/local/lib/slurm-lib.sh
 
 ROLE=${SLURM_ROLE:-all}
 HOST=$(uname -n)
 TIMEOUT=${SLURM_READY_TIMEOUT:-180}
-T0=$(date +%s.%N)
-# Docker's default of 1M open files slows daemons that close every fd.
-[ "$(ulimit -Sn)" = unlimited ] || [ "$(ulimit -Sn)" -le 65536 ] || ulimit -Sn 65536
+cap_open_files 65536
 
-shutdown() {
-    trap '' TERM INT
-    say "stopping ($ROLE)"
-    rm -f /run/soma-ready
+stop_daemons() {
     case "$ROLE" in
         all|controller)
             scontrol shutdown >/dev/null 2>&1
@@ -45,20 +41,9 @@ shutdown() {
             ;;
     esac
     stop_munge
-    say "stopped"
-    exit 0
-}
-trap shutdown TERM INT
-
-fail() {
-    say "ERROR: $*"
-    for f in /var/log/slurm/*.log /var/log/mariadb.log; do
-        [ -s "$f" ] && { echo "---- $f"; tail -n 30 "$f"; }
-    done
-    exit 1
 }
 
-idle_nodes() { sinfo -h -N -t idle -o %N 2>/dev/null | sort -u | wc -l; }
+nodes_idle() { [ "$(sinfo -h -N -t idle -o %N 2>/dev/null | sort -u | wc -l)" -ge "$1" ]; }
 
 case "$ROLE" in
     all|controller)
@@ -75,20 +60,14 @@ case "$ROLE" in
         want=${SLURM_EXPECTED_NODES:-1}
         [ "$ROLE" = controller ] || want=1
         say "daemons started, waiting for $want idle node(s)"
-        end=$((SECONDS + TIMEOUT))
-        until [ "$(idle_nodes)" -ge "$want" ]; do
-            [ "$SECONDS" -ge "$end" ] && { sinfo -N; fail "nodes not idle after ${TIMEOUT} s"; }
-            sleep 0.1
-        done
+        wait_for "$TIMEOUT" nodes_idle "$want" || { sinfo -N; fail "nodes not idle after ${TIMEOUT} s"; }
         # slurmctld must be registered with slurmdbd and sacct must answer.
         if [ "${SLURM_ACCOUNTING:-1}" != 0 ]; then
             wait_for "$TIMEOUT" bash -c "sacctmgr -n -P list cluster format=cluster,controlhost | grep -q '^$CLUSTER_NAME|.\+'" \
                 || fail "slurmctld not registered with slurmdbd"
             wait_for "$TIMEOUT" sacct -n -a -X -o jobid || fail "sacct does not answer"
         fi
-        say "ready after $(echo "$(date +%s.%N) - $T0" | awk '{printf "%.1f", $1 - $3}') s: $(sinfo -h -N -o '%N:%T' | sort -u | tr '\n' ' ')"
-        touch /run/soma-ready
-        echo "SOMA-SCHEDULERS-READY slurm"
+        ready "$(sinfo -h -N -o '%N:%T' | sort -u | tr '\n' ' ')"
         ;;
     compute)
         CTL=${SLURM_CONTROLLER:-slurmctl}
@@ -97,20 +76,11 @@ case "$ROLE" in
         wait_for "$TIMEOUT" bash -c "exec 3<>/dev/tcp/$CTL/6817" || fail "controller $CTL:6817 unreachable"
         /usr/sbin/slurmd --conf-server "$CTL" -Z \
             --conf "CPUs=${SLURM_CPUS:-16} RealMemory=${SLURM_REALMEMORY:-8192}" || fail "slurmd did not start"
-        touch /run/soma-ready
-        echo "SOMA-SCHEDULERS-COMPUTE-STARTED slurm $HOST"
+        started COMPUTE
         ;;
     *)
         fail "unknown SLURM_ROLE=$ROLE (all, controller, compute)"
         ;;
 esac
 
-if [ $# -gt 0 ]; then
-    "$@" &
-    wait $!
-    shutdown
-fi
-while true; do
-    sleep infinity &
-    wait $!
-done
+serve "$@"

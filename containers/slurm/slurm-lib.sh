@@ -1,20 +1,13 @@
-# Shell functions shared by entrypoint.sh and the image build (bash).
+# Shell functions shared by entrypoint.sh and the image build (bash), on top of the
+# images' common library (say, wait_for, fail, ready, serve: ../common/soma-lib.sh).
 # shellcheck shell=bash
 
 SLURM_CONF=/etc/slurm/slurm.conf
 CLUSTER_NAME=soma
-
-say() { echo "[slurm $(date +%T.%3N)] $*"; }
-
-# wait_for SECONDS CMD...: run CMD every 0.1 s until it succeeds.
-wait_for() {
-    local limit=$1; shift
-    local end=$((SECONDS + limit))
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -ge "$end" ] && return 1
-        sleep 0.1
-    done
-}
+SOMA_NAME=slurm
+SOMA_LOGS="/var/log/slurm/*.log /var/log/mariadb.log"
+# shellcheck source=../common/soma-lib.sh
+. /usr/local/lib/soma-lib.sh
 
 # render_slurm_conf ROLE HOST CONTROLLER
 render_slurm_conf() {

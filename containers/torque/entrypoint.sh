@@ -26,32 +26,13 @@ HOST=$(hostname -s)
 TIMEOUT=${TORQUE_READY_TIMEOUT:-180}
 NP=${TORQUE_NP:-16}
 TORQUE_HOME=/var/spool/torque
-T0=$(date +%s.%N)
+SOMA_NAME=torque
+SOMA_LOGS="$TORQUE_HOME/server_logs/* $TORQUE_HOME/mom_logs/* $TORQUE_HOME/sched_logs/*"
+SOMA_POLL=0.2
+# shellcheck source=../common/soma-lib.sh
+. /usr/local/lib/soma-lib.sh
 
-say() { echo "[torque $(date +%T.%3N)] $*"; }
-
-fail() {
-    say "ERROR: $*"
-    for d in server_logs mom_logs sched_logs; do
-        f=$(ls -t "$TORQUE_HOME/$d"/* 2>/dev/null | head -n1)
-        [ -n "$f" ] && [ -s "$f" ] && { echo "---- $f"; tail -n 25 "$f"; }
-    done
-    exit 1
-}
-
-# wait_for SECONDS CMD...: run CMD every 0.2 s until it succeeds.
-wait_for() {
-    local end=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -ge "$end" ] && return 1
-        sleep 0.2
-    done
-}
-
-shutdown() {
-    trap '' TERM INT
-    say "stopping ($ROLE)"
-    rm -f /run/soma-ready
+stop_daemons() {
     if [ "$ROLE" != mom ]; then
         qterm -t quick >/dev/null 2>&1
         pkill -x pbs_sched
@@ -60,12 +41,9 @@ shutdown() {
         # SIGTERM (stop_me) rather than momctl -s, which blocks when the server is already gone.
         pkill -TERM -x pbs_mom
     fi
-    wait_for 5 bash -c '! pgrep -x "pbs_server|pbs_mom|pbs_sched"' || pkill -9 -x "pbs_server|pbs_mom|pbs_sched"
+    wait_gone 5 "pbs_server|pbs_mom|pbs_sched" || pkill -9 -x "pbs_server|pbs_mom|pbs_sched"
     pkill -x trqauthd
-    say "stopped"
-    exit 0
 }
-trap shutdown TERM INT
 
 case "$ROLE" in
     all|server) SERVER=$HOST ;;
@@ -124,9 +102,7 @@ if [ "$ROLE" != server ]; then
 fi
 
 if [ "$ROLE" = mom ]; then
-    touch /run/soma-ready
-    say "pbs_mom started after $(awk -v t0="$T0" -v t1="$(date +%s.%N)" 'BEGIN{printf "%.1f", t1 - t0}') s"
-    echo "SOMA-SCHEDULERS-COMPUTE-STARTED torque $HOST"
+    started COMPUTE
 else
     NODES=$(pbsnodes -a 2>/dev/null | grep -v '^ ' | grep -v '^$' | tr '\n' ' ')
     say "daemons started, waiting for node(s) free: $NODES"
@@ -137,17 +113,7 @@ else
         done
     }
     wait_for "$TIMEOUT" all_free || { pbsnodes -a; fail "nodes not free after $TIMEOUT s"; }
-    say "ready after $(awk -v t0="$T0" -v t1="$(date +%s.%N)" 'BEGIN{printf "%.1f", t1 - t0}') s: $(qstat --version 2>&1 | tr '\n' ' ')"
-    touch /run/soma-ready
-    echo "SOMA-SCHEDULERS-READY torque"
+    ready "$(qstat --version 2>&1 | tr '\n' ' ')"
 fi
 
-if [ $# -gt 0 ]; then
-    "$@" &
-    wait $!
-    shutdown
-fi
-while true; do
-    sleep infinity &
-    wait $!
-done
+serve "$@"

@@ -86,7 +86,10 @@ _built_lock = threading.Lock()
 
 def build_spec_image(spec: ClusterSpec, log: LogFunc = _default_log,
                      nocache: bool = False) -> tuple[str, float, int]:
-    """Build ``spec.image_tag`` (base image must exist). Returns ``(tag, seconds, size)``."""
+    """Build ``spec.image_tag`` (base image must exist). Returns ``(tag, seconds, size)``.
+
+    The context is ``containers/<spec.context>/`` plus ``containers/common/`` (the entrypoints'
+    shared shell library) as ``common/``."""
     return build_image(
         spec.image_tag,
         containers_dir() / spec.context,
@@ -94,6 +97,7 @@ def build_spec_image(spec: ClusterSpec, log: LogFunc = _default_log,
         buildargs={"BASE_IMAGE": spec.base_image},
         log=log,
         nocache=nocache,
+        include={"common": containers_dir() / "common"},
     )
 
 

@@ -410,15 +410,21 @@ def build_image(
     buildargs: dict[str, str] | None = None,
     log: LogFunc = _default_log,
     nocache: bool = False,
+    include: dict[str, Path] | None = None,
 ) -> tuple[str, float, int]:
     """Build ``context_dir`` into the image tagged ``name``.
 
     Uses the classic builder through the Docker API with its layer cache
     (``nocache=True`` for a cold build), streaming ``Step``/output lines to
-    ``log``.  Returns ``(tag, seconds, size_bytes)``.  Raises
+    ``log``.  ``include`` adds folders to the context (``{"common": path}``:
+    ``COPY common/...`` then works), the context's own files unchanged, so the
+    layer cache still hits.  Returns ``(tag, seconds, size_bytes)``.  Raises
     :class:`ImageUnavailable` with the last output lines when the build fails.
     """
+    import tarfile
+
     import docker.errors
+    import docker.utils
 
     client = docker_client()
     context = Path(context_dir)
@@ -426,11 +432,22 @@ def build_image(
         raise ImageUnavailable(f"build context {context} does not exist")
     t0 = time.monotonic()
     tail: list[str] = []
+    fileobj = None
+    if include:  # the context as docker-py would send it (no .dockerignore here), plus the folders
+        fileobj = docker.utils.tar(str(context), dockerfile=(dockerfile, None))
+        with tarfile.open(fileobj=fileobj, mode="a") as tar:
+            for arcname, folder in include.items():
+                if not Path(folder).is_dir():
+                    raise ImageUnavailable(f"{folder} (added to the build context of {name}) does not exist")
+                tar.add(str(folder), arcname=arcname)
+        fileobj.seek(0)
     with _image_lock(name):
         log(f"building {name} from {context}" + (f" ({buildargs})" if buildargs else ""))
         try:
             stream = client.api.build(
-                path=str(context),
+                path=None if fileobj else str(context),
+                fileobj=fileobj,
+                custom_context=fileobj is not None,
                 dockerfile=dockerfile,
                 tag=name,
                 buildargs=buildargs or {},
