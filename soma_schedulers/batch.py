@@ -7,6 +7,8 @@ are asked about, from however many threads), the end-state rules of the
 contract (kills, launch errors, DRMS aborts), and the policy for a DRMS
 that cannot be asked: ``undetermined`` for at most ``undetermined_timeout``
 seconds, then ``failed``/``aborted`` with the reason kept.
+Subclasses reach this state through public hooks: ``on_end``, ``last_status``,
+``has_unfinished``, ``mark_undetermined``, ``fresh_records`` (DRMAA, PBS).
 """
 
 from __future__ import annotations
@@ -74,18 +76,10 @@ def same_user(a: str, b: str) -> bool:
 
 
 class _Rec:
-    __slots__ = (
-        "attached",
-        "error",
-        "exit_info",
-        "hold",
-        "id",
-        "kill_state",
-        "owner",
-        "signal_end",
-        "status",
-        "undetermined_since",
-    )
+    """One job of the table: its status, end, kill and undetermined clock (see CommandLineScheduler)."""
+
+    __slots__ = ("attached", "error", "exit_info", "hold", "id", "kill_state", "owner", "signal_end", "status",
+                 "undetermined_since")
 
     def __init__(self, job_id: str, hold: bool, signal_end: bool) -> None:
         self.id = job_id
@@ -320,7 +314,7 @@ class CommandLineScheduler(Scheduler):
             try:
                 observations = self._query(active)
             except CommandError as exc:
-                self._undetermined(active, f"cannot ask the DRMS: {exc}")
+                self.mark_undetermined(active, f"cannot ask the DRMS: {exc}")
                 self._polled_at = time.monotonic()
                 return
             self._polled_at = time.monotonic()
@@ -340,11 +334,13 @@ class CommandLineScheduler(Scheduler):
                     else:
                         rec.status = obs.status
             if missing:
-                self._undetermined(missing, "the DRMS no longer knows the job")
+                self.mark_undetermined(missing, "the DRMS no longer knows the job")
             if ended_any:
                 self.jobs_finished_event.set()
 
-    def _undetermined(self, ids: Sequence[str], reason: str) -> None:
+    def mark_undetermined(self, ids: Sequence[str], reason: str) -> None:
+        """The DRMS cannot say how ``ids`` are (``reason``): ``undetermined``, then ``failed``/``aborted``
+        after ``undetermined_timeout`` seconds (for a query that finds the DRMS down part-way)."""
         now = time.monotonic()
         ended = False
         with self._lock:
@@ -392,6 +388,21 @@ class CommandLineScheduler(Scheduler):
             rec.exit_info = ExitInfo(C.FINISHED_REGULARLY, obs.exit_code, None, obs.usage)
         if rec.error and self.logger:
             self.logger.error("job %s: %s", rec.id, rec.error)
+        self.on_end(rec.id)
+
+    def on_end(self, job_id: str) -> None:
+        """Called (job table locked) once the end of ``job_id`` is recorded: drop per-job state here."""
+
+    def last_status(self, job_id: str) -> str | None:
+        """The status last recorded for ``job_id`` (None when not followed)."""
+        with self._lock:
+            rec = self._records.get(job_id)
+            return rec.status if rec is not None else None
+
+    def has_unfinished(self) -> bool:
+        """Whether any job this instance follows has no end recorded yet."""
+        with self._lock:
+            return any(r.exit_info is None for r in self._records.values())
 
     @staticmethod
     def _by_owner(rec: _Rec, obs: Observation) -> bool:
@@ -403,7 +414,7 @@ class CommandLineScheduler(Scheduler):
         return obs.cancelled_by is None or owner is None or same_user(obs.cancelled_by, owner)
 
     # -- the API ----------------------------------------------------------------------------------------
-    def _fresh_records(self, scheduler_job_ids: Iterable[str]) -> list[_Rec]:
+    def fresh_records(self, scheduler_job_ids: Iterable[str]) -> list[_Rec]:
         """The records of ``ids`` (UnknownJobError first), polled if any job may still change."""
         with self._lock:
             recs = [self._record(i) for i in scheduler_job_ids]
@@ -411,8 +422,10 @@ class CommandLineScheduler(Scheduler):
             self.poll()
         return recs
 
+    _fresh_records = fresh_records  # its former name (the PBS backend's)
+
     def get_jobs_status(self, scheduler_job_ids: Iterable[str]) -> dict[str, str]:
-        recs = self._fresh_records(scheduler_job_ids)
+        recs = self.fresh_records(scheduler_job_ids)
         with self._lock:
             return {r.id: r.status for r in recs}
 
@@ -420,7 +433,7 @@ class CommandLineScheduler(Scheduler):
         return self.get_jobs_status([scheduler_job_id])[scheduler_job_id]
 
     def get_jobs_exit_info(self, scheduler_job_ids: Iterable[str]) -> dict[str, ExitInfo]:
-        recs = self._fresh_records(scheduler_job_ids)
+        recs = self.fresh_records(scheduler_job_ids)
         with self._lock:
             return {r.id: r.exit_info or ExitInfo(C.EXIT_UNDETERMINED, None, None, None) for r in recs}
 

@@ -33,8 +33,10 @@ from soma_schedulers.errors import (
 from soma_schedulers.job import Job
 from soma_schedulers.runner import CommandResult
 from soma_schedulers.scheduler import build_scheduler, get_scheduler_implementation
-from soma_schedulers.schedulers import drmaa_attach as da
 from soma_schedulers.schedulers import drmaa_scheduler as dm
+from soma_schedulers.schedulers.drmaa import attach as da
+from soma_schedulers.schedulers.drmaa import session as ds
+from soma_schedulers.schedulers.drmaa import slurm as dslurm
 from soma_schedulers.testing.faults import FaultPlan, inject_drmaa_faults
 
 JobInfo = namedtuple("JobInfo", "jobId hasExited hasSignal terminatedSignal hasCoreDump wasAborted "
@@ -163,7 +165,7 @@ def fake_module(drms: FakeDRMS) -> types.ModuleType:
 def drms(monkeypatch: pytest.MonkeyPatch) -> FakeDRMS:
     fake = FakeDRMS()
     monkeypatch.setitem(sys.modules, "drmaa", fake_module(fake))
-    monkeypatch.setattr(dm, "_SESSION", dm._SharedSession())
+    monkeypatch.setattr(ds, "SESSION", ds.SharedSession())
     return fake
 
 
@@ -409,7 +411,7 @@ def test_sleep_and_wake(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
 
 def test_wake_with_an_expired_session_opens_a_new_one(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
     sched.sleep()
-    dm._SESSION.contact = "expired.1"
+    ds.SESSION.contact = "expired.1"
     sched.wake()
     assert drms.active and drms.inits == [None, None]  # "expired.1" was refused
 
@@ -519,7 +521,7 @@ def test_slurm_drmaa_waits_for_the_accounting_record(sched: dm.DrmaaScheduler, d
 
 def test_slurm_drmaa_without_a_record_after_the_grace(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: FakeSacct,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dm, "ACCOUNTING_GRACE", 0.0)
+    monkeypatch.setattr(dslurm, "ACCOUNTING_GRACE", 0.0)
     [jid] = submit(sched, Job(command=["x"]))
     drms.end(jid, slurm_info(4))
     assert sched.get_job_exit_info(jid) == (C.FINISHED_REGULARLY, 4, None, None)  # not slurm-drmaa's zeros
@@ -693,7 +695,7 @@ def test_slurm_lost_runjob_is_found_by_its_name(sched: dm.DrmaaScheduler, drms: 
     more = submit(sched, Job(command=["x"]))
     assert len(drms.templates) == 2 and plan2.counts == {"lost": 1} and more[0] in drms.templates
     fake.purged.add(more[0])
-    assert dm.DrmaaScheduler._slurm_job_named(sched, drms.templates[more[0]]["jobName"], 0.0) == more[0]
+    assert sched.family.job_named(drms.templates[more[0]]["jobName"], 0.0) == more[0]
     assert fake.argvs[-1][0] == "sacct" and "-X" in fake.argvs[-1]
 
 
@@ -721,7 +723,7 @@ def test_slurm_lost_runjob_deleted_by_name_when_slurm_cannot_tell(sched: dm.Drma
 
 def test_other_implementations_do_not_retry_a_submission(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
     drms.implementation = "PBS DRMAA v. 1.0.19"
-    dm._SESSION.implementation = drms.implementation
+    ds.SESSION.implementation = drms.implementation
     faulty(sched, drms, ("lost",), calls=("runJob",))
     assert sched.job_submission([Job(command=["x"])]) == [None]
     assert "runs nothing: its script is removed" in (sched.last_submission_errors[0] or "")

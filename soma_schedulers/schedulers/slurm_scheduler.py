@@ -28,22 +28,30 @@ from ..batch import CommandLineScheduler, Observation
 from ..config import SchedulerConfig
 from ..errors import CommandError, SubmissionError
 from ..job import Job
-from ..runner import CommandRunner
 from ..scheduler import CAPABILITIES, OPTIONAL_CAPABILITIES
 from ..scripts import LAUNCH_ERROR_EXIT, build_script
-from ..usage import format_usage, memory_to_kb, parse_hms
+from ..usage import format_usage, parse_hms
+from .slurm_accounting import (
+    ABORTED,
+    ENDED,
+    SacctJob,
+    complete_lines,
+    parse_exit_code,
+    query_sacct,
+    run_sacct,
+    split_sacct,
+    split_state,
+)
 
-__all__ = ["SlurmScheduler"]
+# The sacct helpers live in slurm_accounting; they stay importable from here.
+__all__ = ["SlurmScheduler", "complete_lines", "parse_exit_code", "run_sacct", "split_sacct", "split_state"]
 
 LAUNCH_MARK = "soma_launch_error"
 TOKEN_MARK = "soma_token:"
 _JOB_ID = re.compile(r"\d+(_\d+)?")
 
-_ENDED = {
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-    "DEADLINE", "OUT_OF_MEMORY", "SPECIAL_EXIT", "REVOKED",
-}
-_ABORTED = {"TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "REVOKED"}
+_ENDED = ENDED
+_ABORTED = ABORTED
 _LIVE = {
     "PENDING": C.QUEUED_ACTIVE,
     "CONFIGURING": C.RUNNING,
@@ -60,64 +68,6 @@ _LIVE = {
     "RESV_DEL_HOLD": C.SYSTEM_ON_HOLD,
 }
 _NAME_BAD = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def complete_lines(text: str) -> list[str]:
-    """The lines of a command's output, less a last one cut short (no final newline)."""
-    lines = text.split("\n")
-    return [line for line in lines[:-1] if line]
-
-
-def run_sacct(runner: CommandRunner, ids: Sequence[str], fields: str, select: Sequence[str] = ()) -> str | None:
-    """``sacct -n -P -j IDS -o FIELDS`` output (``select``: other selecting options instead of
-    ``-j IDS``); None when accounting storage is disabled."""
-    selection = list(select) or ["-j", ",".join(ids)]
-    try:
-        out: str = runner.run(["sacct", "-n", "-P", *selection, "-o", fields]).stdout
-    except CommandError as exc:
-        if "accounting storage is disabled" in (exc.stderr + exc.stdout).lower():
-            return None
-        raise
-    return out
-
-
-def split_sacct(out: str, nfields: int) -> tuple[dict[str, list[str]], dict[str, list[list[str]]]]:
-    """``sacct -P`` lines as ``(jobs, steps)``: job id -> fields, job id -> its steps' fields.
-
-    Lines cut short (fewer than ``nfields`` fields, or no final newline) are dropped.
-    """
-    jobs: dict[str, list[str]] = {}
-    steps: dict[str, list[list[str]]] = {}
-    for line in complete_lines(out):
-        f = line.split("|", nfields - 1)
-        if len(f) < nfields:
-            continue
-        base, _, step = f[0].partition(".")
-        if step:
-            steps.setdefault(base, []).append(f)
-        else:
-            jobs[base] = f
-    return jobs, steps
-
-
-def parse_exit_code(text: str) -> tuple[int | None, int | None]:
-    """Slurm's ``code:signal`` as ``(exit_code, term_sig)`` (a 0 signal is None)."""
-    code, _, sig = text.strip().partition(":")
-    try:
-        c = int(code)
-        s = int(sig) if sig else 0
-    except ValueError:
-        return None, None
-    return (None, s) if s else (c, None)
-
-
-def split_state(text: str) -> tuple[str, str | None]:
-    """sacct's ``State`` as ``(state, uid of who cancelled it)``: ``"CANCELLED by 1000"`` gives
-    ``("CANCELLED", "1000")``, ``"COMPLETED"`` gives ``("COMPLETED", None)``."""
-    words = text.split()
-    state = words[0] if words else ""
-    by = words[2] if len(words) >= 3 and words[1] == "by" else None
-    return state, by
 
 
 def decode_wait_status(raw: int) -> tuple[int | None, int | None]:
@@ -304,61 +254,41 @@ class SlurmScheduler(CommandLineScheduler):
             launch_error=launch_error, started=started, usage=usage, cancelled_by=cancelled_by,
         )
 
+    #: The sacct fields of the poll (``UID`` too for attach, before the Comment, which may hold "|").
+    SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Start", "ElapsedRaw", "TotalCPU", "MaxRSS", "NCPUS",
+                    "NodeList", "Reason", "Comment")
+
     def _sacct(self, ids: list[str], owners: dict[str, str] | None = None,
                ended: Mapping[str, str] | None = None) -> dict[str, Observation]:
-        fields = "JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NCPUS,NodeList,Reason,Comment"
-        if owners is not None:  # the uid before the Comment, which may hold "|"
-            fields = fields.replace(",Comment", ",UID,Comment")
-        out = run_sacct(self.runner, ids, fields)
-        if out is None:
+        fields = self.SACCT_FIELDS if owners is None else (*self.SACCT_FIELDS[:-1], "UID", "Comment")
+        jobs = query_sacct(self.runner, ids, fields)
+        if jobs is None:
             self._accounting = False
             return {}
         self._accounting = True
-        jobs, steps = split_sacct(out, 11 if owners is None else 12)
         result: dict[str, Observation] = {}
         for job_id in ids:
-            fields_of = jobs.get(job_id)
-            if fields_of is None:
+            job = jobs.get(job_id)
+            if job is None:
                 continue
-            f = list(fields_of)
             if owners is not None:
-                owners[job_id] = f.pop(10)
-            state, by = split_state(f[1])
-            if state not in _ENDED:
+                owners[job_id] = job["UID"]
+            if not job.ended or self._incomplete(job_id, job, job_id in (ended or {})):
                 continue
-            # A job cancelled while pending has a Start time in some versions, never a node.
-            started = f[3] not in ("Unknown", "None", "") and f[8] not in ("None assigned", "")
-            if self._incomplete(job_id, f, steps.get(job_id, []), started, job_id in (ended or {})):
-                continue
-            if f[10].startswith(LAUNCH_MARK):
-                self._comments[job_id] = f[10]
-            code, sig = parse_exit_code(f[2])
-            cput = parse_hms(f[5]) if f[5] else None
-            mem = None
-            for s in steps.get(job_id, []):
-                kb = memory_to_kb(s[6]) if s[6] else None
-                if kb is not None:
-                    mem = max(mem or 0, kb)
-                if s[5] and cput in (None, 0.0):
-                    cput = parse_hms(s[5])
-            wall = float(f[4]) if f[4].isdigit() else None
-            usage = format_usage(cput=cput, mem_kb=mem, walltime=wall,
-                                 ncpus=int(f[7]) if f[7].isdigit() else None) if started else None
-            result[job_id] = self._observation(job_id, state, code, sig, started, usage or None, by)
+            if job["Comment"].startswith(LAUNCH_MARK):
+                self._comments[job_id] = job["Comment"]
+            code, sig = job.exit()
+            result[job_id] = self._observation(job_id, job.state, code, sig, job.started(), job.usage(ncpus=True),
+                                               job.cancelled_by)
         return result
 
-    def _incomplete(self, job_id: str, f: list[str], steps: list[list[str]], started: bool,
-                    squeue_lists_it: bool) -> bool:
-        """Whether the job's accounting record is not complete yet. Seen under load (Slurm 22.05):
-        slurmdbd has the job's end but not its exit code, ``FAILED|0:0``, with the ``.batch`` step
-        still ``RUNNING`` (a CI run, 2026-11-24) or with no ``.batch`` step at all yet (4 clients on
-        slurm-cluster, 2026-11-29), while slurmctld had logged the real WEXITSTATUS. Such a record
-        waits ``accounting_grace`` seconds; after that squeue's exit code is used while squeue
-        still lists the job (``_finished``), else the record is believed as it stands."""
-        live = any(step[1].split()[0] in _LIVE for step in steps if step[1])
-        # FAILED means a non-zero exit: with 0:0 the exit code is not written yet
-        contradiction = started and f[1].split()[0] == "FAILED" and f[2] in ("0:0", "")
-        if not (live or contradiction):
+    def _incomplete(self, job_id: str, job: SacctJob, squeue_lists_it: bool) -> bool:
+        """Whether the job's accounting record is not complete yet (:meth:`SacctJob.half_written`:
+        seen under load on Slurm 22.05, a CI run 2026-11-24 and 4 clients on slurm-cluster
+        2026-11-29). Such a record waits ``accounting_grace`` seconds; after that squeue's exit
+        code is used while squeue still lists the job (``_finished``), else the record is
+        believed as it stands."""
+        if not job.half_written():
             self._steps_running.pop(job_id, None)
             return False
         now = time.monotonic()

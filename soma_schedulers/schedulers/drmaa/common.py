@@ -1,0 +1,130 @@
+"""What every part of the ``drmaa`` backend shares: loading the ``drmaa`` package, job names,
+DRMAA's resource usage and signals, the states of a live job, the errors."""
+
+from __future__ import annotations
+
+import ctypes.util
+import importlib.util
+import os
+import re
+import signal
+from collections.abc import Mapping
+from types import ModuleType
+
+from ... import constants as C
+from ...errors import DRMError, SchedulerUnavailableError
+from ...usage import format_usage, memory_to_kb, parse_hms
+
+__all__ = [
+    "LIVE", "TOKEN_MARK", "TRANSIENT_ERRORS", "LookupFailed", "drmaa_unavailable_reason", "import_drmaa",
+    "job_name", "number", "one_line", "signal_number", "usage_from_rusage",
+]
+
+#: The contract statuses of a job that has not ended (what ``jobStatus`` gives while it lives).
+LIVE = frozenset({
+    C.QUEUED_ACTIVE, C.SYSTEM_ON_HOLD, C.USER_ON_HOLD, C.USER_SYSTEM_ON_HOLD, C.RUNNING,
+    C.SYSTEM_SUSPENDED, C.USER_SUSPENDED, C.USER_SYSTEM_SUSPENDED,
+})
+#: DRMAA errors after which a call may or may not have reached the DRMS (class names).
+TRANSIENT_ERRORS = ("DrmCommunicationException", "TryLaterException")
+#: What a job name carries before the submission's token (families whose jobs can be found by name).
+TOKEN_MARK = ".soma"
+
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_.,+=-]")
+
+
+class LookupFailed(DRMError):
+    """Whether the DRMS has a job (looked for by its name) could not be found out."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its class name when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def import_drmaa() -> ModuleType:
+    """Import the ``drmaa`` package (which loads libdrmaa), or raise SchedulerUnavailableError."""
+    try:
+        import drmaa
+    except ImportError as exc:
+        raise SchedulerUnavailableError(
+            "the drmaa scheduler needs the 'drmaa' Python package (pip install drmaa) and the DRMS's "
+            f"libdrmaa named by DRMAA_LIBRARY_PATH: {one_line(exc)}"
+        ) from None
+    except (RuntimeError, OSError) as exc:
+        raise SchedulerUnavailableError(
+            f"no usable DRMAA library: set DRMAA_LIBRARY_PATH to the DRMS's libdrmaa.so ({one_line(exc)})"
+        ) from None
+    module: ModuleType = drmaa
+    return module
+
+
+def drmaa_unavailable_reason(environ: Mapping[str, str] | None = None) -> str | None:
+    """What :meth:`DrmaaScheduler.unavailable_reason` says (``environ``: default ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    if importlib.util.find_spec("drmaa") is None:
+        return "the 'drmaa' Python package is not installed (pip install drmaa)"
+    path = env.get("DRMAA_LIBRARY_PATH")
+    if path:
+        if not os.path.isfile(path):
+            return f"DRMAA_LIBRARY_PATH names {path}, which is not a file"
+        return None
+    if ctypes.util.find_library("drmaa") is None:
+        return "no libdrmaa: set DRMAA_LIBRARY_PATH to the DRMS's libdrmaa.so"
+    return None
+
+
+def job_name(name: str) -> str:
+    """A job name every DRMAA implementation accepts (SGE refuses spaces, ``/:@\\*?``,
+    non-ASCII text and a leading digit)."""
+    clean = _NAME_BAD.sub("_", name)[:128] or "job"
+    return "j" + clean if clean[0].isdigit() else clean
+
+
+def number(value: object) -> float | None:
+    """``value`` as a float, None when it is not a number."""
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
+
+
+def usage_from_rusage(rusage: Mapping[str, str]) -> bytes | None:
+    """DRMAA's ``resourceUsage`` dict in the contract's format (None when it says nothing).
+
+    SGE gives ``cpu`` (s), ``ru_wallclock`` (s), ``ru_maxrss`` (kB) and
+    ``maxvmem`` (bytes); others give ``cpu``/``cput``, ``walltime``, ``mem``
+    and ``vmem`` with units. SGE's ``mem`` (GB s) and ``vmem`` (current) are not
+    the peaks the contract asks for, so they are used only without the SGE keys.
+    """
+    def seconds(*keys: str) -> float | None:
+        for key in keys:
+            if key in rusage:
+                value = parse_hms(str(rusage[key]))
+                if value is not None:
+                    return value
+        return None
+
+    cput = seconds("cpu", "cput")
+    wall = seconds("ru_wallclock", "walltime")
+    if "ru_maxrss" in rusage:
+        mem = int(number(rusage["ru_maxrss"]) or 0)
+    else:
+        mem = memory_to_kb(str(rusage.get("mem", ""))) or 0
+    if "maxvmem" in rusage:
+        vmem = int((number(rusage["maxvmem"]) or 0) / 1024)
+    else:
+        vmem = memory_to_kb(str(rusage.get("vmem", ""))) or 0
+    text = format_usage(cput=cput, mem_kb=mem or None, vmem_kb=vmem or None, walltime=wall)
+    return text or None
+
+
+def signal_number(name: str) -> int | None:
+    """``"SIGTERM"`` (or ``"15"``) as 15; None when unknown."""
+    name = name.strip()
+    if name.isdigit():
+        return int(name)
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else "SIG" + name])
+    except KeyError:
+        return None

@@ -1,0 +1,498 @@
+"""DRMAA 1.0 through the ``drmaa`` Python package (type ``drmaa``): SGE, slurm-drmaa, pbs-drmaa...
+
+The ``drmaa`` package and the DRMS's ``libdrmaa`` (named by
+``DRMAA_LIBRARY_PATH``) are imported when a scheduler is built, not when this
+module is imported; without them building one raises
+:class:`~soma_schedulers.errors.SchedulerUnavailableError`.
+
+Submission: DRMAA implementations pass argv on differently (SGE joins the
+arguments with spaces and hands them to a shell), so no job data goes
+through DRMAA. The job script of :func:`soma_schedulers.scripts.build_script`
+is written to a private file (mode 0600, in a private ``mkdtemp`` directory
+under ``options["tmp_dir"]`` / INI ``OPTION_TMP_DIR``, default
+``~/.soma-schedulers/drmaa``, which the execution hosts must see at the same
+path), and DRMAA runs ``/bin/sh <that file>``. The file is deleted when the
+job's end is recorded, and the directory by :meth:`DrmaaScheduler.clean`, unless it holds
+the scripts of jobs not seen to end (they outlive the scheduler, see :mod:`.attach`).
+A script that cannot start its command writes the reason to
+``<script>.launch`` and exits 127: the job ends ``failed``/``aborted``.
+
+Polling: DRMAA has no batched status call, so a poll costs one
+``jobStatus`` per unfinished job (``status_cache_seconds`` shared by every
+caller and thread), plus one ``wait(id, TIMEOUT_NO_WAIT)`` to reap each job
+that ended. DRMAA reaps a job once; its exit info is kept.
+
+What each DRMS behind libdrmaa needs more (native specification, finding a lost submission by
+name, completing ends from its accounting: slurm-drmaa's from ``sacct``, doubtful SGE ones from
+``qacct``) is said by its family class (:mod:`.family`, :mod:`.sge`, :mod:`.slurm`,
+:mod:`.families`), which the shared session (:mod:`.session`) chooses once, when it opens.
+
+Kills: ``control(id, TERMINATE)``. A job this scheduler terminated ends
+``killed_by_user`` (it had started) or ``aborted_before_running``, whatever
+the implementation reports (slurm-drmaa reports such a job as neither
+aborted nor signalled).
+
+Faults (see docs/contract.md#reliability): a DRMAA call that fails with
+``DrmCommunicationException`` (or ``TryLaterException``) may or may not have
+reached the DRMS. Status calls (``jobStatus``, ``wait``) and kills are retried
+``command_retries`` times, :attr:`DrmaaScheduler.call_backoff` apart, doubling;
+a job still without an answer is ``undetermined`` (and so are the jobs of that
+poll not yet asked: the DRMS is down), at most ``undetermined_timeout``
+seconds, then ``failed``/``aborted`` with the reason kept. An end that
+``wait`` gave (libdrmaa gives it once) is kept until the job's record takes
+it, whatever fails in the same poll. A submission is never retried blindly:
+on SGE and Slurm the job name carries a unique token (``<name>.soma<hex>``,
+name ``job`` by default), and after such a failure the job is looked for by
+that name (SGE: ``qstat -j``, then ``qacct -j`` for a job that ended at once;
+Slurm: ``squeue --name``, then ``sacct --name``): found, it is tracked;
+absent, ``runJob`` is retried (up to ``command_retries`` times); when the DRMS
+cannot be asked either, the submission fails with the reason, the job is
+deleted by name (``qdel``, ``scancel --name``; best effort) and its script
+removed, so a job that the DRMS did create runs nothing. Other implementations
+(no lookup: PBS) fail the submission at once with the reason, the script
+removed likewise. A DRMAA call
+cannot be interrupted: one that blocks in libdrmaa (SGE: up to its GDI timeout
+while qmaster is down) blocks the scheduler's DRMAA calls until it returns. SGE's DRMAA session survives restarts of
+``sge_qmaster`` and ``sge_execd`` (calls fail while qmaster is down; the ends
+of jobs that finished meanwhile arrive when execd reports them again, up to
+about 30 s later).
+
+Sessions: DRMAA 1.0 allows one session per process, so every
+``DrmaaScheduler`` of a process shares it (opened by the first, exited when
+the last one sleeps or is cleaned). :meth:`DrmaaScheduler.sleep` releases the
+session only when none of the scheduler's jobs is unfinished (a DRMS such as
+SGE forgets the end of a job that finishes while no session is open);
+:meth:`~DrmaaScheduler.wake`, called by every method when needed, reopens it
+with the previous contact string.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Container, Sequence
+from pathlib import Path
+from typing import Any
+
+from ... import constants as C
+from ...batch import CommandLineScheduler, Observation
+from ...config import SchedulerConfig
+from ...errors import CommandError, ConfigurationError, SubmissionError
+from ...job import Job
+from ...scheduler import CAPABILITIES
+from ...scripts import LAUNCH_ERROR_EXIT
+from . import session as shared
+from .attach import AttachedJobs
+from .common import (
+    LIVE,
+    TOKEN_MARK,
+    TRANSIENT_ERRORS,
+    LookupFailed,
+    drmaa_unavailable_reason,
+    import_drmaa,
+    job_name,
+    number,
+    one_line,
+    signal_number,
+    usage_from_rusage,
+)
+from .family import Family
+from .scripts import JobScripts
+
+__all__ = ["DEFAULT_TMP_DIR", "LOOKUP_ATTEMPTS", "DrmaaScheduler"]
+
+#: Default parent of the private script directories (``options["tmp_dir"]``).
+DEFAULT_TMP_DIR = "~/.soma-schedulers/drmaa"
+#: Attempts at finding a submission whose answer was lost (the DRMS may be failing right now).
+LOOKUP_ATTEMPTS = 5
+# The script path is a DRMAA argument, which SGE hands to a shell unquoted.
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_./,+=@%:-]+")
+
+
+class DrmaaScheduler(CommandLineScheduler):
+    """Submit and follow jobs through a DRMAA 1.0 library (see the module docstring).
+
+    The job table, the end-state rules and the undetermined policy are the base's
+    (:class:`~soma_schedulers.batch.CommandLineScheduler`, reached through its public hooks);
+    the poll is DRMAA's (``jobStatus``/``wait``), completed by the DRMS's :attr:`family`.
+    """
+
+    scheduler_type = "drmaa"
+    capabilities = CAPABILITIES
+    #: Seconds before retrying a DRMAA call that failed transiently (doubled at each retry).
+    call_backoff = 0.05
+
+    def __init__(self, config: SchedulerConfig | None = None) -> None:
+        super().__init__(config)
+        self._drmaa = import_drmaa()
+        options = self.config.options
+        root = os.path.abspath(os.path.expanduser(str(options.get("tmp_dir") or DEFAULT_TMP_DIR)))
+        if not _SAFE_PATH.fullmatch(root):
+            raise ConfigurationError(
+                f"the DRMAA job script directory {root!r} must contain no spaces or shell characters "
+                "(DRMAA implementations pass it through a shell); set OPTION_TMP_DIR"
+            )
+        self.tmp_root = root
+        self.scripts = JobScripts(root)
+        self.contact: str | None = str(options["contact"]) if options.get("contact") else None
+        self._terminated: set[str] = set()
+        self._wait_failing: dict[str, float] = {}  # job -> when its wait() began failing
+        #: Ends given by wait() (once) that no record has taken yet.
+        self._reaped: dict[str, Observation] = {}
+        self._attached: AttachedJobs | None = None  # how attached jobs are observed (.attach)
+        self._family: Family | None = None
+        self._session: Any = None
+        self.wake()
+
+    @classmethod
+    def unavailable_reason(cls, config: Any = None) -> str | None:
+        """Why DRMAA cannot work here, found without importing ``drmaa`` (which loads libdrmaa): the
+        package is missing, ``DRMAA_LIBRARY_PATH`` names no file, or it is unset and the dynamic
+        linker knows no ``libdrmaa`` (the ``drmaa`` package's own search)."""
+        return drmaa_unavailable_reason()
+
+    # -- session ----------------------------------------------------------------------------
+    @property
+    def implementation(self) -> str:
+        """DRMAA's ``drmaaImplementation`` string (e.g. ``SGE 8.1.9``)."""
+        return shared.SESSION.implementation
+
+    @property
+    def family(self) -> Family:
+        """The DRMS family the session chose when it opened (this scheduler's instance of it)."""
+        kind = shared.SESSION.family
+        if type(self._family) is not kind:
+            self._family = kind(self)
+        assert self._family is not None
+        return self._family
+
+    @property
+    def terminated(self) -> Container[str]:
+        """The jobs this scheduler terminated (``control(TERMINATE)``)."""
+        return self._terminated
+
+    def wake(self) -> None:
+        with shared.SESSION.lock:
+            if self._session is None:
+                self._session = shared.SESSION.acquire(id(self), self._drmaa, self.contact)
+        self.is_sleeping = False
+
+    def sleep(self) -> None:
+        self.is_sleeping = True
+        if not self.has_unfinished():
+            self._close_session()
+
+    def _close_session(self) -> None:
+        with shared.SESSION.lock:
+            if self._session is not None:
+                self._session = None
+                shared.SESSION.release(id(self))
+
+    def _open(self) -> Any:
+        if self._session is None or self.is_sleeping:
+            self.wake()
+        return self._session
+
+    def _transient(self) -> tuple[type[BaseException], ...]:
+        errors = self._drmaa.errors
+        return tuple(getattr(errors, n) for n in TRANSIENT_ERRORS if isinstance(getattr(errors, n, None), type))
+
+    def _retrying(self, call: Callable[[], Any]) -> Any:
+        """``call()``, retried ``command_retries`` times on a transient DRMAA error."""
+        transient = self._transient()
+        for attempt in range(self.config.command_retries + 1):
+            if attempt:
+                time.sleep(self.call_backoff * 2 ** (attempt - 1))
+            try:
+                return call()
+            except transient:
+                if attempt >= self.config.command_retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- submission -------------------------------------------------------------------------------
+    def _script_dir(self) -> str:
+        return self.scripts.directory()
+
+    def native_specification_string(self, job: Job) -> tuple[str, str | None, Job]:
+        """DRMAA's ``nativeSpecification`` for ``job`` (queue, parallel settings, native
+        specification), its ``jobCategory`` and the job to write the script for."""
+        items: list[str] = []
+        if job.queue:
+            items.append(self.family.queue_template.format(queue=job.queue))
+        parallel, category, job = self.family.parallel_items(job, self.parallel_job_submission_info or {})
+        items += parallel
+        items += self.native_specification_for(job)
+        return " ".join(i for i in items if i.strip()), category, job
+
+    def _submit_one(self, job: Job) -> str:
+        native, category, job = self.native_specification_string(job)
+        path = self.scripts.write(job)
+        try:
+            job_id = self._run_job(job, path, native, category)
+        except BaseException:
+            self.scripts.remove(path)
+            raise
+        self.scripts.files[job_id] = path
+        return job_id
+
+    def _run_job(self, job: Job, path: str, native: str, category: str | None) -> str:
+        """``runJob``; for a family whose jobs can be found by name (the name carries a token), a
+        transient failure is followed by a look-up by name, then a retry if the DRMS has no such job."""
+        d = self._drmaa
+        last: BaseException | None = None
+        family = self.family
+        name = job_name(job.name) if job.name else None
+        if family.findable:  # the token finds the job again when runJob's answer is lost
+            name = f"{(name or 'job')[:100]}{TOKEN_MARK}{uuid.uuid4().hex[:16]}"
+        attempts = self.config.command_retries + 1 if family.findable else 1
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(self.call_backoff * 2 ** (attempt - 1))
+            session = self._open()
+            since = time.monotonic()
+            try:
+                with shared.SESSION.lock:
+                    return self._run_job_once(session, job, path, native, category, name)
+            except self._transient() as exc:
+                if not family.findable or name is None:  # no way to find the job: if the DRMS made it, it runs nothing
+                    raise SubmissionError(f"cannot submit: DRMAA: {one_line(exc)} (if the DRMS made the job, "
+                                          "it runs nothing: its script is removed)") from None
+                try:
+                    found = self._find_submitted(family, name, since)
+                except LookupFailed as why:
+                    self._forget_submission(family, name)
+                    raise SubmissionError(
+                        f"cannot submit: DRMAA: {one_line(exc)}; whether {family.drms} has the job is unknown ({why}): "
+                        f"job {name} deleted by name, its script removed") from None
+                if found is not None:
+                    if self.logger:
+                        self.logger.warning("runJob's answer was lost (%s); found job %s by its name %s",
+                                            one_line(exc), found, name)
+                    return found
+                last = exc
+            except d.errors.DrmaaException as exc:
+                raise SubmissionError(f"DRMAA refused the job: {one_line(exc)}") from None
+        raise SubmissionError(f"cannot submit: DRMAA: {one_line(last or RuntimeError())} ({attempts} attempts; "
+                              f"{family.drms} has no job named {name})")
+
+    def _run_job_once(self, session: Any, job: Job, path: str, native: str, category: str | None,
+                      name: str | None) -> str:
+        d = self._drmaa
+        jt = session.createJobTemplate()
+        try:
+            jt.remoteCommand = "/bin/sh"
+            jt.args = [path]
+            jt.outputPath = ":/dev/null"
+            jt.errorPath = ":/dev/null"
+            if name:
+                jt.jobName = name
+            if job.hold:
+                jt.jobSubmissionState = d.JobSubmissionState.HOLD_STATE
+            if native:
+                jt.nativeSpecification = native
+            if category:
+                jt.jobCategory = category
+            return str(session.runJob(jt))
+        finally:
+            with contextlib.suppress(d.errors.DrmaaException):
+                session.deleteJobTemplate(jt)
+
+    def _find_submitted(self, family: Family, name: str, since: float) -> str | None:
+        """The job named ``name`` (a unique token), live or ended, None when the DRMS has none
+        (:meth:`Family.job_named`). Raises LookupFailed when it cannot tell after LOOKUP_ATTEMPTS tries."""
+        last: Exception | None = None
+        for attempt in range(LOOKUP_ATTEMPTS):
+            if attempt:
+                time.sleep(self.runner.backoff * attempt)
+            try:
+                return family.job_named(name, since)
+            except CommandError as exc:
+                last = exc
+                if self.logger:
+                    self.logger.warning("looking for the lost submission %s: %s", name, exc)
+        raise LookupFailed(one_line(last) if last else "no answer")
+
+    def _forget_submission(self, family: Family, name: str) -> None:
+        """Delete (best effort) the job named ``name``, if it exists: it is not tracked."""
+        try:
+            self.runner.run(family.delete_named(name), check=False)
+        except CommandError as exc:
+            if self.logger:
+                self.logger.warning("cannot delete the untracked job %s: %s", name, exc)
+
+    # -- jobs of other sessions (.attach) -----------------------------------------------------
+    def _attached_jobs(self) -> AttachedJobs:
+        if self._attached is None:
+            self._open()
+            self._attached = self.family.attached_jobs(self._job_status)
+        self._attached.runner = self.runner  # (replaced by tests and fault injection)
+        return self._attached
+
+    def _job_status(self, job_id: str) -> str | None:
+        session = self._open()
+        with shared.SESSION.lock:
+            return self._status(session, job_id)
+
+    def observe_attached(self, ids: Sequence[str]) -> dict[str, Observation]:
+        """``jobStatus`` of each job, and the accounting of those no longer live (:mod:`.attach`)."""
+        return self._attached_jobs().lookup(ids)
+
+    def drms_name(self) -> str:
+        return self.family.drms
+
+    def forgetting(self) -> str:
+        return self.family.forgetting
+
+    # -- polling -------------------------------------------------------------------------------------
+    def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
+        attached = [i for i in ids if self.is_attached(i)]
+        if attached:
+            ids = [i for i in ids if i not in set(attached)]
+            try:
+                observed = self._attached_jobs().observe(attached, self._terminated)
+            except CommandError as exc:
+                self.mark_undetermined(attached, f"cannot ask the DRMS: {exc}")
+                observed = {}
+            return {**observed, **(self._query(ids) if ids else {})}
+        session = self._open()
+        family = self.family
+        result: dict[str, Observation] = {}
+        down: tuple[list[str], str] | None = None  # jobs not asked, and why: the DRMS stopped answering
+        with shared.SESSION.lock:
+            for n, job_id in enumerate(ids):
+                if family.awaits(job_id) or job_id in self._reaped:
+                    continue  # reaped already
+                state: str | None = None
+                try:
+                    state = self._status(session, job_id)
+                    obs = None if state in LIVE else self._reap(session, job_id)
+                except CommandError as exc:
+                    now = time.monotonic()
+                    for other in ids[n:]:  # a session-wide failure: the others' clocks start now too
+                        self._wait_failing.setdefault(other, now)
+                    if state is not None and family.ended_without_wait(job_id, self._wait_failing[job_id]):
+                        # libdrmaa keeps failing to say how the job ended (SGE: its event client is
+                        # gone) and the DRMS no longer has it: an end without its facts, which the
+                        # family's accounting completes.
+                        del self._wait_failing[job_id]
+                        self._reaped[job_id] = Observation(
+                            C.DONE, ended=True, aborted=f"DRMAA cannot tell how the job ended: {exc}")
+                        continue
+                    down = ([i for i in ids[n:] if not family.awaits(i) and i not in self._reaped],
+                            f"cannot ask the DRMS: {exc}")
+                    break
+                self._wait_failing.pop(job_id, None)
+                if state in LIVE:
+                    result[job_id] = Observation(str(state))
+                elif obs is not None:
+                    # done, failed, undetermined (SGE, briefly, after a kill) or unknown, and reaped
+                    self._reaped[job_id] = obs
+                elif state is not None:
+                    result[job_id] = Observation(self.last_status(job_id) or C.RUNNING)
+        if down is not None:
+            self.mark_undetermined(*down)
+        result.update(family.complete_ends(ids, self._reaped))
+        result.update((i, self._reaped[i]) for i in ids if i in self._reaped)  # popped by on_end
+        return result
+
+    def _status(self, session: Any, job_id: str) -> str | None:
+        """``jobStatus`` (retried); None when DRMAA no longer knows the job (reaped, or unknown)."""
+        errors = self._drmaa.errors
+        try:
+            return str(self._retrying(lambda: session.jobStatus(job_id)))
+        except errors.InvalidJobException:
+            return None  # wait() tells
+        except errors.DrmaaException as exc:
+            raise CommandError(["drmaa.jobStatus", job_id], None, one_line(exc)) from None
+
+    def _reap(self, session: Any, job_id: str) -> Observation | None:
+        """``wait(id, TIMEOUT_NO_WAIT)`` as an ended Observation; None when not ended (or unknown)."""
+        d = self._drmaa
+        errors = d.errors
+        try:
+            info = self._retrying(lambda: session.wait(job_id, d.Session.TIMEOUT_NO_WAIT))
+        except (errors.ExitTimeoutException, errors.InvalidJobException):
+            return None
+        except errors.DrmaaException as exc:
+            raise CommandError(["drmaa.wait", job_id], None, one_line(exc)) from None
+        except Exception as exc:
+            # DRMAA_ERRNO_NO_RUSAGE ("code 24", a bare Exception in the drmaa package): the
+            # job ended without running (SGE: deleted while queued or held).
+            if not str(exc).startswith("code 24:"):
+                raise
+            return Observation(C.DONE, ended=True, cancelled=True, started=False)
+        return self.observe_end(job_id, info)
+
+    def observe_end(self, job_id: str, info: Any) -> Observation:
+        """A DRMAA ``JobInfo`` as an ended Observation (the contract's table is applied by the base)."""
+        rusage = dict(getattr(info, "resourceUsage", None) or {})
+        start = number(rusage.get("start_time", ""))
+        started = None if start is None else start > 0
+        killed = job_id in self._terminated
+        obs = Observation(C.DONE, ended=True, started=started,
+                          usage=usage_from_rusage(rusage) if started is not False else None)
+        # slurm-drmaa runs the command under a bash that turns a death by signal N into exit
+        # 128+N, and reports that as exited *and* signalled: the signal wins.
+        sig = signal_number(str(info.terminatedSignal)) if info.hasSignal else None
+        if killed or info.wasAborted:
+            obs.cancelled = True
+        elif sig is not None:
+            obs.term_sig = sig
+        elif info.hasExited:
+            obs.exit_code = int(info.exitStatus)
+            if obs.exit_code == LAUNCH_ERROR_EXIT:
+                obs.launch_error = self.launch_error(job_id)
+        elif info.hasSignal:
+            obs.aborted = f"the job died of signal {info.terminatedSignal!r}"
+        else:
+            obs.aborted = "DRMAA reports neither an exit code nor a signal"
+        return obs
+
+    def launch_error(self, job_id: str) -> str | None:
+        """Why the job's script could not start its command, None when it could."""
+        return self.scripts.launch_error(job_id)
+
+    def on_end(self, job_id: str) -> None:
+        """The job's end is recorded: drop what is kept about it, and its script."""
+        if self._attached is not None:
+            self._attached.forget(job_id)
+        self._reaped.pop(job_id, None)
+        self._terminated.discard(job_id)
+        self.scripts.release(job_id)
+
+    # -- cancel -----------------------------------------------------------------------------------------
+    def _cancel(self, job_id: str) -> None:
+        d = self._drmaa
+        session = self._open()
+        tried: list[int] = []
+
+        def terminate() -> None:
+            tried.append(1)
+            session.control(job_id, d.JobControlAction.TERMINATE)
+
+        with shared.SESSION.lock:
+            try:
+                self._retrying(terminate)
+            except d.errors.InvalidJobException:
+                if len(tried) > 1:  # a first attempt may have killed it before its answer was lost
+                    self._terminated.add(job_id)
+                return  # it ended already: its own end is reported
+            except d.errors.DrmaaException as exc:
+                raise CommandError(["drmaa.control", job_id], None, one_line(exc)) from None
+            self._terminated.add(job_id)
+
+    def clean(self) -> None:
+        self._close_session()
+        if self._family is not None:
+            self._family.clear()
+        self._wait_failing.clear()
+        self._reaped.clear()
+        self.scripts.close(self.logger)
+        super().clean()
+
+    def __repr__(self) -> str:
+        return f"<DrmaaScheduler {self.implementation or 'DRMAA'} scripts in {Path(self.tmp_root)}>"
