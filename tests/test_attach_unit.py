@@ -293,3 +293,17 @@ def test_recorded_slurm_poll_still_parses() -> None:
     for i in range(1, 10):
         s.track_job(str(i))
     assert sum(st in C.END_STATES for st in s.get_jobs_status([str(i) for i in range(1, 10)]).values()) == 8
+
+
+def test_slurm_accounting_says_root_owns_a_job_that_never_ran() -> None:
+    """Slurm 22.05's accounting gives UID 0 (root) for a job that never started, whoever submitted
+    it (alice's held job, cancelled by alice: ``CANCELLED by 1000``, UID 0): not an owner."""
+    from soma_schedulers.schedulers.slurm_accounting import SacctJob, SacctLine
+
+    fields = ("JobIDRaw", "State", "ExitCode", "Start", "ElapsedRaw", "TotalCPU", "MaxRSS", "NodeList", "UID")
+    never_ran = SacctJob(SacctLine(dict(zip(fields, "1|CANCELLED by 1000|0:0|2026-11-29T21:04:32|0|00:00:00||"
+                                                  "None assigned|0".split("|"), strict=True))))
+    assert never_ran.owner() is None and never_ran.cancelled_by == "1000"
+    ran = SacctJob(SacctLine(dict(zip(fields, "2|CANCELLED by 1000|0:15|2026-11-29T21:04:32|3|00:00:00||"
+                                             "c1|1000".split("|"), strict=True))))
+    assert ran.owner() == "1000"

@@ -151,6 +151,15 @@ class SacctJob:
         """Whether the record is of a job that has not ended (any of :data:`LIVE`)."""
         return self.state in LIVE
 
+    def owner(self) -> str | None:
+        """The uid of the job's owner (``UID``), None when the record cannot tell. Slurm 22.05's
+        accounting says ``0`` (root) for a job that never started, whoever submitted it (seen on a
+        job alice submitted held and cancelled: ``CANCELLED by 1000``, UID 0, User root)."""
+        uid = self.line["UID"]
+        if not uid or (uid == "0" and not self.started()):
+            return None
+        return uid
+
     def started(self) -> bool:
         """Whether the job ran: it has a start time and a node."""
         return self["Start"] not in ("Unknown", "None", "") and self["NodeList"] not in ("None assigned", "")

@@ -271,8 +271,8 @@ class SlurmScheduler(CommandLineScheduler):
             job = jobs.get(job_id)
             if job is None:
                 continue
-            if owners is not None:
-                owners[job_id] = job["UID"]
+            if owners is not None and job.owner() is not None:
+                owners[job_id] = str(job.owner())
             if not job.ended or self._incomplete(job_id, job, job_id in (ended or {})):
                 continue
             if job["Comment"].startswith(LAUNCH_MARK):

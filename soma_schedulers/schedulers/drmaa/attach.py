@@ -109,7 +109,7 @@ def slurm_end(job: SacctJob) -> Observation | None:
     code, sig = job.exit()
     return Observation(C.DONE, ended=True, exit_code=code, term_sig=sig, cancelled=job.state == "CANCELLED",
                        aborted=f"Slurm ended the job: {job.state}" if job.state in ABORTED else None,
-                       started=job.started(), usage=job.usage(), owner=job["UID"] or None,
+                       started=job.started(), usage=job.usage(), owner=job.owner(),
                        cancelled_by=job.cancelled_by)
 
 
@@ -240,7 +240,7 @@ class SlurmAttached(AttachedJobs):
         for job_id in asked:
             fields = records.get(job_id)
             end = slurm_end(fields) if fields is not None else None
-            owner = fields["UID"] if fields is not None else owners.get(job_id)
+            owner = (fields.owner() if fields is not None else None) or owners.get(job_id)
             if job_id in result:  # live: the owner, from its record
                 result[job_id].owner = owner
                 continue
