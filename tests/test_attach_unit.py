@@ -301,9 +301,10 @@ def test_slurm_accounting_says_root_owns_a_job_that_never_ran() -> None:
     from soma_schedulers.schedulers.slurm_accounting import SacctJob, SacctLine
 
     fields = ("JobIDRaw", "State", "ExitCode", "Start", "ElapsedRaw", "TotalCPU", "MaxRSS", "NodeList", "UID")
-    never_ran = SacctJob(SacctLine(dict(zip(fields, "1|CANCELLED by 1000|0:0|2026-11-29T21:04:32|0|00:00:00||"
-                                                  "None assigned|0".split("|"), strict=True))))
+
+    def record(answer: str) -> SacctJob:  # one recorded sacct line
+        return SacctJob(SacctLine(dict(zip(fields, answer.split("|"), strict=True))))
+
+    never_ran = record("1|CANCELLED by 1000|0:0|2026-11-29T21:04:32|0|00:00:00||None assigned|0")
     assert never_ran.owner() is None and never_ran.cancelled_by == "1000"
-    ran = SacctJob(SacctLine(dict(zip(fields, "2|CANCELLED by 1000|0:15|2026-11-29T21:04:32|3|00:00:00||"
-                                             "c1|1000".split("|"), strict=True))))
-    assert ran.owner() == "1000"
+    assert record("2|CANCELLED by 1000|0:15|2026-11-29T21:04:32|3|00:00:00||c1|1000").owner() == "1000"
