@@ -403,13 +403,20 @@ class CommandLineScheduler(Scheduler):
         return obs.cancelled_by is None or owner is None or same_user(obs.cancelled_by, owner)
 
     # -- the API ----------------------------------------------------------------------------------------
-    def _fresh_records(self, scheduler_job_ids: Iterable[str]) -> list[_Rec]:
-        """The records of ``ids`` (UnknownJobError first), polled if any job may still change."""
+    def fresh_records(self, scheduler_job_ids: Iterable[str]) -> list[_Rec]:
+        """The records of ``ids`` (UnknownJobError first), polled if any job may still change.
+
+        For subclasses that answer from what the poll saw (PBS's extended status): call it to have
+        the poll cover the jobs first."""
         with self._lock:
             recs = [self._record(i) for i in scheduler_job_ids]
         if any(r.exit_info is None for r in recs):
             self.poll()
         return recs
+
+    def _fresh_records(self, scheduler_job_ids: Iterable[str]) -> list[_Rec]:
+        """The former name of :meth:`fresh_records`, kept for the callers of the private name."""
+        return self.fresh_records(scheduler_job_ids)
 
     def get_jobs_status(self, scheduler_job_ids: Iterable[str]) -> dict[str, str]:
         recs = self._fresh_records(scheduler_job_ids)
