@@ -415,14 +415,16 @@ class CommandLineScheduler(Scheduler):
 
     # -- the API ----------------------------------------------------------------------------------------
     def fresh_records(self, scheduler_job_ids: Iterable[str]) -> list[_Rec]:
-        """The records of ``ids`` (UnknownJobError first), polled if any job may still change."""
+        """The records of ``ids`` (UnknownJobError first), polled if any job may still change.
+
+        For subclasses that answer from what the poll saw (PBS's extended status): call it to have
+        the poll cover the jobs first."""
         with self._lock:
             recs = [self._record(i) for i in scheduler_job_ids]
         if any(r.exit_info is None for r in recs):
             self.poll()
         return recs
 
-    _fresh_records = fresh_records  # its former name (the PBS backend's)
 
     def get_jobs_status(self, scheduler_job_ids: Iterable[str]) -> dict[str, str]:
         recs = self.fresh_records(scheduler_job_ids)

@@ -18,6 +18,7 @@ from soma_schedulers.errors import CommandTimeoutError, DRMError, UnknownJobErro
 from soma_schedulers.runner import in_container
 from soma_schedulers.scheduler import get_scheduler_implementation
 from soma_schedulers.schedulers import pbspro_scheduler as pbs
+from soma_schedulers.schedulers.pbs import scheduler as pbs_scheduler
 from soma_schedulers.testing.fakes import Answer, Call, ScriptedRunner
 from soma_schedulers.usage import parse_usage
 
@@ -454,18 +455,18 @@ def test_types() -> None:
 
 
 def test_out_of_container_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(pbs, "_static_runner", None)
+    monkeypatch.setattr(pbs_scheduler, "_static_runner", None)
     monkeypatch.setenv("PATH", str(tmp_path))  # no qstat here
     monkeypatch.setenv("CASA_HOST_DIR", "/host")
     monkeypatch.setenv("SOMA_SCHEDULERS_BRIDGE_HOST", "login1")
     prefix = pbs.PBSProScheduler.out_of_container_command()
     assert prefix[0] == "ssh" and "login1" in prefix and "BatchMode=yes" in prefix
     assert pbs.PBSProScheduler.out_of_container_command() == prefix  # cached, as Soma-Workflow's
-    monkeypatch.setattr(pbs, "_static_runner", None)
+    monkeypatch.setattr(pbs_scheduler, "_static_runner", None)
     (tmp_path / "qstat").write_text("#!/bin/sh\n")
     os.chmod(tmp_path / "qstat", 0o755)
     assert pbs.PBSProScheduler.out_of_container_command() == []  # qstat on PATH: no bridge
-    monkeypatch.setattr(pbs, "_static_runner", None)
+    monkeypatch.setattr(pbs_scheduler, "_static_runner", None)
     (tmp_path / "qstat").unlink()
     monkeypatch.delenv("CASA_HOST_DIR")
     if not in_container():
@@ -479,3 +480,19 @@ def test_fixtures_are_real_recordings() -> None:
         hosts = {i.split(".", 1)[1] for i in ids}
         assert hosts == {cluster}
     assert json.loads(fixture("openpbs", "poll"))["pbs_version"] == "23.06.06"
+
+
+def test_dialect_is_chosen_once() -> None:
+    """TorqueScheduler speaks Torque without asking; PBSProScheduler takes OPTION_FLAVOUR, else detects."""
+    s = pbs.TorqueScheduler(SchedulerConfig())
+    s.runner = ScriptedRunner({}, ensure_newline=False)
+    assert s.dialect is pbs.TORQUE and s.flavour == "torque" and s.qstat_argv(["1.t"]) == ["qstat", "-f", "1.t"]
+    assert fake(s).argvs() == []  # no qstat --version
+    assert pbs.TorqueScheduler(SchedulerConfig(options={"flavour": "torque"})).dialect is pbs.TORQUE
+    with pytest.raises(DRMError, match="speaks Torque"):
+        pbs.TorqueScheduler(SchedulerConfig(options={"flavour": "pbspro"}))
+    assert scheduler("openpbs", {}).dialect is pbs.OPENPBS
+    detected = pbs.PBSProScheduler(SchedulerConfig())
+    detected.runner = ScriptedRunner({"qstat": (0, raw("openpbs", "version.txt"), "")}, ensure_newline=False)
+    assert detected.dialect is pbs.OPENPBS and detected.get_pbs_version() == ("pbspro", "23.06.06")
+    assert fake(detected).argvs() == [["qstat", "--version"]]

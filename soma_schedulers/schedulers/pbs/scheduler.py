@@ -1,0 +1,338 @@
+"""The ``pbspro`` and ``torque`` scheduler types: jobs through ``qsub``, ``qstat`` and ``qdel``.
+
+Every difference between OpenPBS and Torque is a fact of the scheduler's :class:`.PBSDialect`,
+chosen once: :class:`PBSProScheduler` takes ``OPTION_FLAVOUR``, else detects it from ``qstat
+--version``; :class:`TorqueScheduler` speaks Torque. Package overview: :mod:`..pbs`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import re
+import shlex
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from ... import constants as C
+from ...batch import CommandLineScheduler, Observation
+from ...config import BridgeConfig, SchedulerConfig
+from ...errors import CommandError, DRMError, SubmissionError, UnknownJobError
+from ...job import Job
+from ...runner import CommandRunner
+from ...scheduler import CAPABILITIES, OPTIONAL_CAPABILITIES
+from ...scripts import build_script
+from .dialects import DIALECTS, TORQUE, PBSDialect, read_version
+from .observe import job_observation, launch_report
+from .parse import (
+    JOB_ID,
+    TOKEN_VAR,
+    UNKNOWN_JOB,
+    carries_token,
+    complete_records,
+    job_name,
+    lookup,
+    parse_qstat_text,
+)
+
+__all__ = ["PBSProScheduler", "TorqueScheduler"]
+
+_VARIABLES_ITEM = re.compile(r"-v\s*(\S.*)", re.S)
+
+# -- out_of_container_command: the seed's static method --------------------------------------------
+
+_static_runner: CommandRunner | None = None
+_static_lock = threading.Lock()
+
+
+def _close_static_runner() -> None:
+    if _static_runner is not None:
+        _static_runner.close()
+
+
+class PBSProScheduler(CommandLineScheduler):
+    """Submit and follow jobs with ``qsub``, ``qstat`` and ``qdel`` (PBS Pro/OpenPBS or Torque,
+    told apart by ``OPTION_FLAVOUR`` or ``qstat --version``)."""
+
+    scheduler_type = "pbspro"
+    capabilities = CAPABILITIES | OPTIONAL_CAPABILITIES  # qsub refuses unknown queues, bad directives
+    probe_command: ClassVar[str] = "qstat"
+    #: The dialect every instance of the class speaks; None: ``OPTION_FLAVOUR``, else detected.
+    pinned_dialect: ClassVar[PBSDialect | None] = None
+
+    def __init__(self, config: SchedulerConfig | None = None) -> None:
+        super().__init__(config)
+        opts = self.config.options
+        forced = str(opts.get("flavour", opts.get("flavor", ""))).strip().lower() or None
+        if forced is not None and forced not in DIALECTS:
+            raise DRMError(f"OPTION_FLAVOUR must be {' or '.join(DIALECTS)}, not {forced!r}")
+        pinned = self.pinned_dialect
+        if pinned is not None and forced not in (None, pinned.name):
+            raise DRMError(f"the {self.scheduler_type} type speaks {pinned.drms_name}: OPTION_FLAVOUR "
+                           f"{forced!r} contradicts it (use the type {forced})")
+        self._dialect: PBSDialect | None = pinned or (DIALECTS[forced] if forced else None)
+        self._version: tuple[str, str] | None = None
+        #: Seconds after ``qdel`` before a job still running is deleted by force
+        #: (``OPTION_FORCE_KILL_AFTER``; OpenPBS's default ``kill_delay`` is 10 s).
+        self.force_kill_after = float(opts.get("force_kill_after", 15.0))
+        #: Beyond this many ids a poll lists every job (``OPTION_MAX_NAMED_IDS``; default: the
+        #: dialect's :attr:`~.PBSDialect.max_named_ids`).
+        self._max_named_ids: int | None = int(opts["max_named_ids"]) if "max_named_ids" in opts else None
+        # This class's own per-job state (the base's job table has its own lock).
+        self._state_lock = threading.RLock()
+        self._attrs: dict[str, dict[str, Any]] = {}
+        self._cancelled_at: dict[str, float] = {}
+        self._forced: set[str] = set()
+        self._jobs: dict[str, Job] = {}
+
+    # -- the seed's extra API --------------------------------------------------------------------
+    @staticmethod
+    def out_of_container_command() -> list[str]:
+        """The prefix that takes ``qsub``/``qstat``/``qdel`` out of the container, or ``[]``.
+
+        Soma-Workflow's static method, built on the shared runner's detection
+        (``docs/contract.md``): ``[]`` when ``qstat`` is on PATH or no container marker is
+        found; otherwise ``ssh`` (BatchMode, a private ControlMaster socket) to
+        ``$SOMA_SCHEDULERS_BRIDGE_HOST`` (default ``localhost``). An instance uses its own
+        configured bridge (``scheduler.runner.prefix``).
+        """
+        global _static_runner
+        with _static_lock:
+            if _static_runner is None:
+                _static_runner = CommandRunner(BridgeConfig(mode="auto"), probe_command="qstat")
+                atexit.register(_close_static_runner)
+            return _static_runner.prefix
+
+    def get_pbs_version(self) -> tuple[str, str]:
+        """``(implementation, version)``: ``("pbspro", "23.06.06")`` or ``("torque", "6.1-dev")``
+        (``qstat --version``, asked once)."""
+        if self._version is None:
+            result = self.runner.run(["qstat", "--version"], check=False)
+            dialect, version = read_version(result.stdout + "\n" + result.stderr)
+            self._version = (dialect.name, version)
+            if self.logger:
+                self.logger.info("PBS flavour %s, version %s", *self._version)
+        return self._version
+
+    @property
+    def dialect(self) -> PBSDialect:
+        """The implementation spoken: pinned by the class, ``OPTION_FLAVOUR``, else detected once."""
+        if self._dialect is None:
+            self._dialect = DIALECTS[self.get_pbs_version()[0]]
+        return self._dialect
+
+    @property
+    def flavour(self) -> str:
+        """``"pbspro"`` or ``"torque"``: the name of :attr:`dialect`."""
+        return self.dialect.name
+
+    def get_job_extended_status(self, scheduler_job_id: str) -> dict[str, Any]:
+        """The job's full ``qstat -f`` attributes as a dict (OpenPBS's JSON shape for both flavours).
+
+        A job of this instance answers from the batched poll; any other id is asked directly.
+        """
+        try:
+            self.fresh_records([scheduler_job_id])
+        except UnknownJobError:
+            pass  # not one of ours
+        else:
+            with self._state_lock:
+                attrs = self._attrs.get(scheduler_job_id)
+            if attrs is not None:
+                copy: dict[str, Any] = json.loads(json.dumps(attrs))
+                return copy
+        jobs = self._qstat([scheduler_job_id])
+        attrs = lookup(jobs, scheduler_job_id)
+        if attrs is None:
+            raise UnknownJobError(scheduler_job_id)
+        return attrs
+
+    # -- submission --------------------------------------------------------------------------------
+    def qsub_argv(self, job: Job) -> list[str]:
+        """The ``qsub`` command line for ``job`` (the script goes on stdin)."""
+        argv = ["qsub", "-o", "/dev/null", "-e", "/dev/null"]
+        if job.name:
+            argv += ["-N", job_name(job.name)]
+        if job.queue:
+            argv += ["-q", job.queue]
+        if job.hold:
+            argv.append("-h")
+        info = job.parallel_job_info
+        if info:
+            nodes = int(info.get("nodes_number", 1) or 1)
+            cpus = int(info.get("cpu_per_node", 1) or 1)
+            argv += self.dialect.resources(nodes, cpus, str(info.get("config_name", "")))
+        return argv
+
+    def _split_variables(self, job: Job) -> tuple[list[str], list[str]]:
+        """The native specification without its ``-v`` items, and the variables of those."""
+        items, variables = [], []
+        for item in self.native_specification_for(job):
+            m = _VARIABLES_ITEM.fullmatch(item.strip())
+            if m:
+                variables.append(m.group(1).strip())
+            else:
+                items.append(item)
+        return items, variables
+
+    def job_script(self, job: Job) -> str:
+        """The job script: the native specification as ``#PBS`` lines first (``-v`` goes to qsub's
+        command line, with the token)."""
+        directives = [f"#PBS {item}" for item in self._split_variables(job)[0]]
+        return build_script(job, directives, report=launch_report())
+
+    def _submit_one(self, job: Job) -> str:
+        token = uuid.uuid4().hex
+        variables = [*self._split_variables(job)[1], f"{TOKEN_VAR}={token}"]
+        argv = [*self.qsub_argv(job), "-v", ",".join(variables)]
+        # surrogateescape: a str made from non-UTF-8 bytes (os.fsdecode) gives those bytes back
+        script = self.job_script(job).encode("utf-8", "surrogateescape")
+
+        def job_id_of(out: str) -> str | None:
+            return out.strip() if JOB_ID.fullmatch(out.strip()) else None
+
+        def refused(exc: CommandError) -> SubmissionError:
+            # Torque's messages name neither the queue nor the bad directive: say what was asked.
+            asked = [f"queue {job.queue}"] if job.queue else []
+            spec = self.native_specification_for(job)
+            asked += [f"native specification {' '.join(spec)}"] if spec else []
+            detail = " ".join((exc.stderr.strip() or str(exc)).split())
+            return SubmissionError(
+                f"qsub refused the job: {detail[:1000]}" + (f" ({'; '.join(asked)})" if asked else "")
+            )
+
+        job_id = self.submit_with_token(argv, script, token, job_id_of, refused)
+        with self._state_lock:
+            self._jobs[job_id] = job
+        return job_id
+
+    def _job_with_token(self, token: str) -> str | None:
+        """The id of the job whose ``Variable_List`` carries ``token``: every job is listed
+        (OpenPBS: with its history)."""
+        dialect = self.dialect
+        result = self.runner.run(dialect.qstat_argv([]), check=False)
+        if result.returncode != 0 and result.stderr.strip():
+            raise CommandError(result.argv, result.returncode, result.stderr, result.stdout)
+        jobs = dialect.read_listing(result.stdout)
+        return next((job_id for job_id, attrs in jobs.items() if carries_token(attrs, token)), None)
+
+    # -- polling -------------------------------------------------------------------------------------
+    def qstat_argv(self, ids: Sequence[str]) -> list[str]:
+        """The one ``qstat`` of a poll: the ids named, or every job beyond ``max_named_ids``."""
+        dialect = self.dialect
+        limit = dialect.max_named_ids if self._max_named_ids is None else self._max_named_ids
+        return dialect.qstat_argv(list(ids) if len(ids) <= limit else [])
+
+    def _qstat(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        result = self.runner.run(self.qstat_argv(ids), check=False)
+        if result.returncode != 0:
+            # Unknown (purged) ids are reported one line each; the others are still printed.
+            others = [ln for ln in result.stderr.splitlines() if ln.strip() and not UNKNOWN_JOB.search(ln)]
+            if others or not result.stderr.strip():
+                raise CommandError(result.argv, result.returncode, result.stderr, result.stdout)
+        try:
+            return self.dialect.read_status(result.stdout)
+        except ValueError as exc:
+            text_argv = self.dialect.text_form(result.argv)
+            if text_argv is None:
+                raise
+            if self.logger:
+                self.logger.warning("qstat JSON unreadable (%s): asking for the text form", exc)
+            text = self.runner.run(text_argv, check=False)
+            return complete_records(text.stdout, parse_qstat_text(text.stdout))
+
+    def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
+        jobs = self._qstat(ids)
+        result: dict[str, Observation] = {}
+        dialect = self.dialect
+        for job_id in ids:
+            attrs = lookup(jobs, job_id)
+            if attrs is None:
+                continue
+            obs = job_observation(attrs, dialect)
+            if obs.launch_error is not None:
+                obs.launch_error = self._launch_message(job_id, obs.launch_error)
+            with self._state_lock:
+                self._attrs[job_id] = attrs
+                if obs.ended:
+                    self._jobs.pop(job_id, None)
+                    self._cancelled_at.pop(job_id, None)
+                    self._forced.discard(job_id)
+            result[job_id] = obs
+        self._force_lingering(result)
+        return result
+
+    def drms_name(self) -> str:
+        return self.dialect.drms_name
+
+    def forgetting(self) -> str:
+        return self.dialect.forgetting
+
+    def _launch_message(self, job_id: str, kind: str) -> str:
+        with self._state_lock:
+            job = self._jobs.get(job_id)
+        path = None
+        if job is not None:
+            path = {
+                "command not found": job.command[0],
+                "cannot change to working directory": job.working_directory,
+                "cannot read stdin file": job.stdin,
+                "cannot write stdout file": job.stdout_file,
+                "cannot write stderr file": job.stderr_file,
+            }.get(kind)
+        return f"{kind} {path}" if path else kind
+
+    # -- cancel ----------------------------------------------------------------------------------------
+    def _cancel(self, job_id: str) -> None:
+        with self._state_lock:
+            self._cancelled_at.setdefault(job_id, time.monotonic())
+        try:
+            self.runner.run(["qdel", job_id], retry=False)
+        except CommandError as exc:
+            if UNKNOWN_JOB.search(exc.stderr):
+                return  # it ended meanwhile: the next poll tells how
+            raise
+
+    def _force_lingering(self, observations: Mapping[str, Observation]) -> None:
+        """``qdel`` by force, once, the jobs still running ``force_kill_after`` s after their ``qdel``."""
+        now = time.monotonic()
+        with self._state_lock:
+            lingering = [
+                i for i, t in self._cancelled_at.items()
+                if i not in self._forced and now - t > self.force_kill_after
+                and i in observations and observations[i].status == C.RUNNING
+            ]
+            self._forced.update(lingering)
+        force = list(self.dialect.force_delete)
+        for job_id in lingering:
+            if self.logger:
+                self.logger.warning("job %s still running %g s after qdel: qdel %s",
+                                    job_id, self.force_kill_after, shlex.join(force))
+            try:
+                self.runner.run(["qdel", *force, job_id], retry=False)
+            except CommandError as exc:
+                if self.logger and not UNKNOWN_JOB.search(exc.stderr):
+                    self.logger.warning("forced qdel of job %s: %s", job_id, exc)
+
+    def clean(self) -> None:
+        super().clean()
+        with self._state_lock:
+            self._attrs.clear()
+            self._jobs.clear()
+            self._cancelled_at.clear()
+            self._forced.clear()
+
+    def __repr__(self) -> str:
+        prefix = shlex.join(self.runner.prefix) if self.runner.prefix else "local"
+        spoken = self._dialect.name if self._dialect is not None else "flavour not detected yet"
+        return f"<{type(self).__name__} {spoken} via {prefix}>"
+
+
+class TorqueScheduler(PBSProScheduler):
+    """The ``torque`` type: the same implementation, speaking Torque (nothing detected)."""
+
+    scheduler_type = "torque"
+    pinned_dialect = TORQUE
