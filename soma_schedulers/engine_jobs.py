@@ -8,7 +8,8 @@ it an id and reports it ``done`` / ``finished_regularly`` / 0 without running
 anything; so does every soma_schedulers backend, with no code of its own:
 
 * :class:`~soma_schedulers.scheduler.Scheduler` wraps, in every subclass, the
-  job methods the subclass defines (:data:`WRAPPED`). The wrapped
+  job methods the subclass defines (:data:`WRAPPED`, through :func:`answering`, in
+  :mod:`soma_schedulers.method_guards`). The wrapped
   ``job_submission`` takes the engine jobs out of the list, gives each an id
   from the instance's :class:`EngineJobTable` (``engine-<8 hex>-<n>``), hands
   the backend only the other jobs, and puts the ids back in order;
@@ -26,7 +27,6 @@ another path than ``job_submission``.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 import re
@@ -35,17 +35,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import constants as C
+from .exit_info import ExitInfo
 
 __all__ = [
     "ENGINE_ID_PREFIX",
     "ENGINE_STATUS",
     "WRAPPED",
     "EngineJobTable",
+    "answering",
     "engine_exit_info",
     "is_engine_job",
     "looks_like_engine_id",
     "table_of",
-    "wrap_methods",
 ]
 
 #: Every engine job id starts with this.
@@ -56,14 +57,11 @@ ENGINE_STATUS = C.DONE
 #: The job methods a subclass's own definitions of which are wrapped.
 WRAPPED = ("job_submission", "get_job_status", "get_jobs_status", "get_job_exit_info",
            "get_jobs_exit_info", "kill_job", "get_job_error", "attach")
-_MARK = "__soma_engine_jobs__"
 
 
-def engine_exit_info() -> Any:
-    """``('finished_regularly', 0, None, None)`` as an :class:`~soma_schedulers.scheduler.ExitInfo`."""
-    from .scheduler import ExitInfo
-
-    return ExitInfo(C.FINISHED_REGULARLY, 0, None, None)
+def engine_exit_info() -> ExitInfo:
+    """``('finished_regularly', 0, None, None)``: how every engine job ends."""
+    return ExitInfo.finished(0)
 
 
 def is_engine_job(obj: object) -> bool:
@@ -208,12 +206,7 @@ _FACTORIES: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
 }
 
 
-def wrap_methods(cls: type) -> None:
-    """Wrap the job methods ``cls`` itself defines (see the module's doc). Idempotent."""
-    for name in WRAPPED:
-        fn = cls.__dict__.get(name)
-        if not callable(fn) or getattr(fn, _MARK, False):
-            continue
-        wrapper = functools.wraps(fn)(_FACTORIES[name](fn))
-        setattr(wrapper, _MARK, True)
-        setattr(cls, name, wrapper)
+def answering(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, the job method ``name`` (one of :data:`WRAPPED`) of a backend, made to answer for
+    engine jobs itself and hand the backend only the others."""
+    return _FACTORIES[name](fn)

@@ -8,9 +8,7 @@ backends and in the entry-point group ``soma_schedulers.schedulers``.
 from __future__ import annotations
 
 import abc
-import functools
 import importlib
-import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,20 +16,20 @@ from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, NamedTuple, TypeVar, cast
+from typing import Any, ClassVar, TypeVar
 
 from . import engine_jobs
 from .config import SchedulerConfig, config_from_mapping, load_config, pick_section
 from .errors import (
     ConfigurationError,
     DRMError,
-    JobSpecError,
     NotSupportedError,
-    SchedulerClosedError,
     SchedulerUnavailableError,
     UnknownSchedulerTypeError,
 )
+from .exit_info import ExitInfo
 from .job import Job, as_job
+from .method_guards import GUARDED_METHODS, wrap_job_methods
 
 __all__ = [
     "CAPABILITIES",
@@ -100,78 +98,6 @@ NOT_PROVIDED: dict[str, str] = {
     ),
 }
 
-#: The methods that raise :class:`~soma_schedulers.errors.SchedulerClosedError` once ``clean()``
-#: has run, in every subclass (the base class wraps them: no backend code needed).
-GUARDED_METHODS = (
-    "job_submission", "get_job_status", "get_jobs_status", "get_job_exit_info", "get_jobs_exit_info",
-    "kill_job", "get_job_error", "attach",
-)
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _check_job_list(jobs: object) -> None:
-    """Refuse a single job (or anything else that is not a list of jobs) given to job_submission."""
-    single = isinstance(jobs, (Job, Mapping)) or callable(getattr(jobs, "plain_command", None))
-    if single or isinstance(jobs, (str, bytes)) or not isinstance(jobs, Iterable):
-        raise JobSpecError(
-            f"job_submission takes a list of jobs, not a {type(jobs).__name__}: pass [job]"
-            if single else f"job_submission takes a list of jobs, not a {type(jobs).__name__}")
-
-
-def _guard(method: _F) -> _F:
-    """``method``, raising SchedulerClosedError after ``clean()`` (and, for ``job_submission``,
-    refusing a single job)."""
-    if getattr(method, "__soma_guard__", False):
-        return method
-    submission = method.__name__ == "job_submission"
-
-    @functools.wraps(method)
-    def guarded(self: Scheduler, *args: Any, **kwargs: Any) -> Any:
-        if getattr(self, "_soma_closed", False):
-            raise SchedulerClosedError(
-                f"this {type(self).__name__} was cleaned (clean(), or the end of its with block): "
-                f"{method.__name__}() needs a new scheduler")
-        if submission:
-            _check_job_list(args[0] if args else kwargs.get("jobs"))
-        return method(self, *args, **kwargs)
-
-    guarded.__soma_guard__ = True  # type: ignore[attr-defined]
-    return cast(_F, guarded)
-
-
-def _closing(method: _F) -> _F:
-    """``clean``: idempotent, and the instance refuses the job methods once the outermost call returns
-    (a subclass's ``clean`` may call ``super().clean()`` or its own job methods, e.g. to kill jobs)."""
-    if getattr(method, "__soma_guard__", False):
-        return method
-
-    @functools.wraps(method)
-    def clean(self: Scheduler, *args: Any, **kwargs: Any) -> Any:
-        if getattr(self, "_soma_closed", False):
-            return None
-        depth = getattr(self, "_soma_cleaning", 0)
-        self._soma_cleaning = depth + 1
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            self._soma_cleaning = depth
-            if depth == 0:
-                self._soma_closed = True
-
-    clean.__soma_guard__ = True  # type: ignore[attr-defined]
-    return cast(_F, clean)
-
-
-class ExitInfo(NamedTuple):
-    """What :meth:`Scheduler.get_job_exit_info` returns (a plain 4-tuple to callers)."""
-
-    exit_status: str
-    exit_value: int | None
-    term_sig: int | None
-    resource_usage: bytes | None
-
-
 _S = TypeVar("_S", bound="Scheduler")
 
 
@@ -211,14 +137,7 @@ class Scheduler(abc.ABC):
         never reach the backend (:mod:`soma_schedulers.engine_jobs`), and after ``clean()`` every
         job method raises :class:`~soma_schedulers.errors.SchedulerClosedError` (outermost)."""
         super().__init_subclass__(**kwargs)
-        engine_jobs.wrap_methods(cls)
-        for name in GUARDED_METHODS:
-            member = cls.__dict__.get(name)
-            if inspect.isfunction(member):
-                setattr(cls, name, _guard(member))
-        member = cls.__dict__.get("clean")
-        if inspect.isfunction(member):
-            cls.clean = _closing(member)  # type: ignore[method-assign]
+        wrap_job_methods(cls)
 
     def __init__(self) -> None:
         self.parallel_job_submission_info = None
@@ -253,8 +172,7 @@ class Scheduler(abc.ABC):
         """Reopen what :meth:`sleep` released."""
         self.is_sleeping = False
 
-    @_closing  # noqa: B027 (an optional hook, empty by default)
-    def clean(self) -> None:
+    def clean(self) -> None:  # noqa: B027 (an optional hook, empty by default)
         """Release threads and temporary files. The instance is unusable afterwards: its job methods
         raise :class:`~soma_schedulers.errors.SchedulerClosedError`; calling it again does nothing."""
 
@@ -291,7 +209,6 @@ class Scheduler(abc.ABC):
         """Kill a queued or running job; a finished job is left as it is."""
 
     # -- jobs of other processes ---------------------------------------------------
-    @_guard
     def attach(self, scheduler_job_ids: Iterable[str]) -> None:
         """Follow jobs this instance did not submit (by another process, the command line, an engine
         before its restart): afterwards every job method accepts their ids, and their end states come
@@ -315,12 +232,10 @@ class Scheduler(abc.ABC):
         return None
 
     # -- batched queries -------------------------------------------------------
-    @_guard
     def get_jobs_status(self, scheduler_job_ids: Iterable[str]) -> dict[str, str]:
         """Status of several jobs at once (command-line backends: one DRMS call)."""
         return {i: self.get_job_status(i) for i in scheduler_job_ids}
 
-    @_guard
     def get_jobs_exit_info(self, scheduler_job_ids: Iterable[str]) -> dict[str, ExitInfo]:
         """Exit info of several ended jobs at once."""
         return {i: self.get_job_exit_info(i) for i in scheduler_job_ids}
@@ -364,8 +279,8 @@ class Scheduler(abc.ABC):
         raise NotImplementedError(f"{cls.__name__} does not implement build_scheduler")
 
 
-# The base class's own defaults (batched queries, attach) answer for engine jobs too.
-engine_jobs.wrap_methods(Scheduler)
+# The base class's own defaults (batched queries, attach, clean) are wrapped too.
+wrap_job_methods(Scheduler)
 
 
 def _one_line(exc: BaseException) -> str:
