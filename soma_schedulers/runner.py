@@ -68,7 +68,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import BridgeConfig
+from .config import BridgeConfig, SchedulerConfig
 from .container_detect import ENV_MARKERS, container_markers, in_container, runtime_signs
 from .errors import BridgeError, CommandError, CommandNotFoundError, CommandTimeoutError
 from .shells import ShellGone, ShellPool, execute
@@ -124,6 +124,14 @@ class CommandRunner:
         self._prefix: list[str] = []
         self._ssh: SshBridge | None = None
         self._shells: ShellPool | None = None
+
+    @classmethod
+    def for_config(cls, config: SchedulerConfig, probe_command: str | None = None) -> CommandRunner:
+        """The runner a backend built from ``config`` uses: its bridge, ``COMMAND_TIMEOUT`` and
+        ``COMMAND_RETRIES``; ``probe_command`` is the client command that must exist where the
+        commands run (the automatic bridge looks for it)."""
+        return cls(config.bridge, timeout=config.command_timeout, retries=config.command_retries,
+                   probe_command=probe_command)
 
     # -- bridge ---------------------------------------------------------------------------
     def _resolve(self) -> tuple[list[str], SshBridge | None]:

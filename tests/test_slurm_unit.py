@@ -95,7 +95,7 @@ def test_slurm_output_cut_at_any_byte_never_gives_a_wrong_end() -> None:
         fake = ScriptedRunner({"squeue": squeue, "sacct": sacct}, ensure_newline=False)  # as recorded, or cut
         fake.script("squeue", squeue_o, when="-O")
         s.runner = fake
-        return s._query(ids)
+        return s.query_jobs(ids)
 
     full = poll(rec["squeue"], rec["sacct"], rec["squeueO"], late=False)
     assert {j: o.exit_code for j, o in full.items() if o.ended} == truth and not full["9"].ended

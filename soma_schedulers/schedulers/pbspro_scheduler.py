@@ -7,7 +7,7 @@ re-exports its public names so that existing imports keep working.
 
 from __future__ import annotations
 
-from ..batch import Observation
+from ..polled import Observation
 from .pbs import (
     DIALECTS,
     LAUNCH_PRIORITIES,

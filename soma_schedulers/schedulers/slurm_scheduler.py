@@ -122,7 +122,7 @@ class SlurmScheduler(CommandLineScheduler):
         )
         return build_script(job, directives, report=report)
 
-    def _submit_one(self, job: Job) -> str:
+    def submit_one(self, job: Job) -> str:
         # surrogateescape: a str made from non-UTF-8 bytes (os.fsdecode) gives those bytes back
         script = self.job_script(job).encode("utf-8", "surrogateescape")
         # A token in the job's Comment finds the job again when sbatch's answer is lost
@@ -139,7 +139,7 @@ class SlurmScheduler(CommandLineScheduler):
         return self.submit_with_token([*self.sbatch_argv(job), f"--comment={token}"], script, token,
                                       job_id_of, refused)
 
-    def _job_with_token(self, token: str) -> str | None:
+    def job_with_token(self, token: str) -> str | None:
         """The id of this user's job whose Comment is ``token`` (one ``squeue``)."""
         out = self.runner.run(["squeue", "-h", "--me", "-t", "all", "-o", "%i|%k"]).stdout
         if out and not out.endswith("\n"):
@@ -151,7 +151,7 @@ class SlurmScheduler(CommandLineScheduler):
         return None
 
     # -- polling --------------------------------------------------------------------------------
-    def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
+    def query_jobs(self, ids: Sequence[str]) -> dict[str, Observation]:
         return self._observe(ids, None)
 
     def observe_attached(self, ids: Sequence[str]) -> dict[str, Observation]:
@@ -319,7 +319,7 @@ class SlurmScheduler(CommandLineScheduler):
         return result
 
     # -- cancel ---------------------------------------------------------------------------------------
-    def _cancel(self, job_id: str) -> None:
+    def cancel_job(self, job_id: str) -> None:
         self.runner.run(["scancel", job_id])
 
     def __repr__(self) -> str:

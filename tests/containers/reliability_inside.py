@@ -152,7 +152,7 @@ def test_sge_load_2000_jobs_8_threads() -> None:
     sched = drmaa_scheduler(status_cache_seconds=1.0)
     check_load(sched, "SGE/DRMAA", poll=1.0, jobs=N_SGE_LOAD)
     # memory flat: clean() forgets every job and every file
-    assert sched._records == {} and sched.scripts.files == {} and sched._reaped == {} and sched._terminated == set()
+    assert len(sched.job_table) == 0 and sched.scripts.files == {} and sched._reaped == {} and sched._terminated == set()
     assert not list((WORK / "drmaa-scripts").rglob("*.sh"))
 
 

@@ -240,4 +240,4 @@ def test_load_2000_jobs_8_threads(target: tuple[Target, dh.DrmsCluster]) -> None
     print(f"\n{t.drms} load: {result.jobs} jobs, {result.threads} threads, {result.seconds:.1f} s, {calls} DRMS "
           f"calls, wrong {len(result.wrong)}, duplicates {result.duplicates}, errors {result.errors[:3]}")
     assert not result.errors and not result.wrong and result.duplicates == 0
-    assert sched._records == {}  # clean() forgets every job
+    assert len(sched.job_table) == 0  # clean() forgets every job

@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable, Container, Mapping, Sequence
 
 from ... import constants as C
-from ...batch import Observation
 from ...errors import CommandError, CommandNotFoundError
+from ...polled import Observation
 from ...runner import CommandRunner
 from ...usage import format_usage, memory_to_kb, parse_hms
 from ..slurm_accounting import ABORTED, SacctJob, complete_lines, query_sacct

@@ -16,8 +16,8 @@ from dataclasses import replace
 from typing import Any, ClassVar, Protocol
 
 from ... import constants as C
-from ...batch import Observation
 from ...job import Job
+from ...polled import Observation
 from ...runner import CommandRunner
 from .attach import AttachedJobs
 

@@ -78,10 +78,11 @@ from pathlib import Path
 from typing import Any
 
 from ... import constants as C
-from ...batch import CommandLineScheduler, Observation
 from ...config import SchedulerConfig
 from ...errors import CommandError, ConfigurationError, SubmissionError
 from ...job import Job
+from ...polled import Observation, PolledScheduler
+from ...runner import CommandRunner
 from ...scheduler import CAPABILITIES
 from ...scripts import LAUNCH_ERROR_EXIT
 from . import session as shared
@@ -112,12 +113,13 @@ LOOKUP_ATTEMPTS = 5
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_./,+=@%:-]+")
 
 
-class DrmaaScheduler(CommandLineScheduler):
+class DrmaaScheduler(PolledScheduler):
     """Submit and follow jobs through a DRMAA 1.0 library (see the module docstring).
 
-    The job table, the end-state rules and the undetermined policy are the base's
-    (:class:`~soma_schedulers.batch.CommandLineScheduler`, reached through its public hooks);
-    the poll is DRMAA's (``jobStatus``/``wait``), completed by the DRMS's :attr:`family`.
+    The job table, the end-state rules and the undetermined policy are the polled base's
+    (:class:`~soma_schedulers.polled.PolledScheduler`, reached through its public hooks);
+    the poll is DRMAA's (``jobStatus``/``wait``), completed by the DRMS's :attr:`family`, whose
+    commands (``qstat``, ``qacct``, ``sacct``...) :attr:`runner` runs.
     """
 
     scheduler_type = "drmaa"
@@ -127,6 +129,8 @@ class DrmaaScheduler(CommandLineScheduler):
 
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         super().__init__(config)
+        #: Runs the family's DRMS commands (finding a lost submission, accounting).
+        self.runner = CommandRunner.for_config(self.config)
         self._drmaa = import_drmaa()
         options = self.config.options
         root = os.path.abspath(os.path.expanduser(str(options.get("tmp_dir") or DEFAULT_TMP_DIR)))
@@ -228,7 +232,7 @@ class DrmaaScheduler(CommandLineScheduler):
         items += self.native_specification_for(job)
         return " ".join(i for i in items if i.strip()), category, job
 
-    def _submit_one(self, job: Job) -> str:
+    def submit_one(self, job: Job) -> str:
         native, category, job = self.native_specification_string(job)
         path = self.scripts.write(job)
         try:
@@ -348,7 +352,7 @@ class DrmaaScheduler(CommandLineScheduler):
         return self.family.forgetting
 
     # -- polling -------------------------------------------------------------------------------------
-    def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
+    def query_jobs(self, ids: Sequence[str]) -> dict[str, Observation]:
         attached = [i for i in ids if self.is_attached(i)]
         if attached:
             ids = [i for i in ids if i not in set(attached)]
@@ -357,7 +361,7 @@ class DrmaaScheduler(CommandLineScheduler):
             except CommandError as exc:
                 self.mark_undetermined(attached, f"cannot ask the DRMS: {exc}")
                 observed = {}
-            return {**observed, **(self._query(ids) if ids else {})}
+            return {**observed, **(self.query_jobs(ids) if ids else {})}
         session = self._open()
         family = self.family
         result: dict[str, Observation] = {}
@@ -465,7 +469,7 @@ class DrmaaScheduler(CommandLineScheduler):
         self.scripts.release(job_id)
 
     # -- cancel -----------------------------------------------------------------------------------------
-    def _cancel(self, job_id: str) -> None:
+    def cancel_job(self, job_id: str) -> None:
         d = self._drmaa
         session = self._open()
         tried: list[int] = []
@@ -492,6 +496,7 @@ class DrmaaScheduler(CommandLineScheduler):
         self._wait_failing.clear()
         self._reaped.clear()
         self.scripts.close(self.logger)
+        self.runner.close()
         super().clean()
 
     def __repr__(self) -> str:

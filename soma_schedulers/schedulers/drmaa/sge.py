@@ -13,8 +13,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from ...batch import Observation
 from ...errors import CommandError, CommandNotFoundError
+from ...polled import Observation
 from ...scripts import LAUNCH_ERROR_EXIT
 from .attach import SgeAttached, parse_qacct
 from .family import Family

@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import ClassVar
 
-from ...batch import Observation
 from ...errors import CommandNotFoundError
+from ...polled import Observation
 from ...scripts import LAUNCH_ERROR_EXIT
 from ..slurm_accounting import ABORTED, SacctJob, complete_lines, query_sacct, run_sacct
 from .attach import SlurmAttached

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ... import constants as C
-from ...batch import Observation
+from ...polled import Observation
 from ...scripts import LAUNCH_ERROR_EXIT
 from .dialects import PBSDialect, dialect_named
 from .parse import as_int, exit_status_of, usage_of

@@ -184,7 +184,7 @@ class PBSProScheduler(CommandLineScheduler):
         directives = [f"#PBS {item}" for item in self._split_variables(job)[0]]
         return build_script(job, directives, report=launch_report())
 
-    def _submit_one(self, job: Job) -> str:
+    def submit_one(self, job: Job) -> str:
         token = uuid.uuid4().hex
         variables = [*self._split_variables(job)[1], f"{TOKEN_VAR}={token}"]
         argv = [*self.qsub_argv(job), "-v", ",".join(variables)]
@@ -209,7 +209,7 @@ class PBSProScheduler(CommandLineScheduler):
             self._jobs[job_id] = job
         return job_id
 
-    def _job_with_token(self, token: str) -> str | None:
+    def job_with_token(self, token: str) -> str | None:
         """The id of the job whose ``Variable_List`` carries ``token``: every job is listed
         (OpenPBS: with its history)."""
         dialect = self.dialect
@@ -244,7 +244,7 @@ class PBSProScheduler(CommandLineScheduler):
             text = self.runner.run(text_argv, check=False)
             return complete_records(text.stdout, parse_qstat_text(text.stdout))
 
-    def _query(self, ids: Sequence[str]) -> dict[str, Observation]:
+    def query_jobs(self, ids: Sequence[str]) -> dict[str, Observation]:
         jobs = self._qstat(ids)
         result: dict[str, Observation] = {}
         dialect = self.dialect
@@ -286,7 +286,7 @@ class PBSProScheduler(CommandLineScheduler):
         return f"{kind} {path}" if path else kind
 
     # -- cancel ----------------------------------------------------------------------------------------
-    def _cancel(self, job_id: str) -> None:
+    def cancel_job(self, job_id: str) -> None:
         with self._state_lock:
             self._cancelled_at.setdefault(job_id, time.monotonic())
         try:
