@@ -13,42 +13,31 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from .. import constants as C
-from ..errors import JobSpecError, SchedulerClosedError, UnknownJobError
+from ..errors import JobSpecError, SchedulerClosedError
+from ..exit_info import ExitInfo
 from ..job import Job, as_job
+from ..job_table import JobRecord, TableScheduler
 from ..process import KILL_GRACE, JobProcess, ProcessSpec
-from ..scheduler import ExitInfo, Scheduler
 
 __all__ = ["KILL_GRACE", "ConfiguredLocalScheduler", "LocalScheduler", "__main_scheduler__"]
 
 
-class _Record:
-    """Book-keeping of one local job."""
+class _Record(JobRecord):
+    """One local job: its description and its process."""
 
-    __slots__ = (
-        "error",
-        "exit_info",
-        "id",
-        "job",
-        "process",
-        "signal_end",
-        "state",
-    )
+    __slots__ = ("job", "process")
 
     def __init__(self, job_id: str, job: Job, signal_end: bool) -> None:
-        self.id = job_id
+        super().__init__(job_id, C.USER_ON_HOLD if job.hold else C.QUEUED_ACTIVE, signal_end and job.signal_end)
         self.job = job
-        self.state: str = C.USER_ON_HOLD if job.hold else C.QUEUED_ACTIVE
         self.process = JobProcess(ProcessSpec.from_job(job))
-        self.exit_info: ExitInfo | None = None
-        self.error: str | None = None
-        self.signal_end = signal_end and job.signal_end
 
 
-class LocalScheduler(Scheduler):
+class LocalScheduler(TableScheduler[_Record]):
     """Run jobs on this machine, at most ``proc_nb`` at a time (0: the CPU count).
 
     ``max_proc_nb`` caps ``proc_nb`` when > 0. ``interval`` is accepted for
@@ -58,7 +47,8 @@ class LocalScheduler(Scheduler):
     scheduler_type = "local_basic"
 
     def __init__(self, proc_nb: int = 0, interval: float = 0.05, max_proc_nb: int = 0) -> None:
-        super().__init__()
+        self._cond = threading.Condition()
+        super().__init__(self._cond)  # the job table's lock is the workers' condition
         if proc_nb < 0 or max_proc_nb < 0:
             raise JobSpecError("proc_nb and max_proc_nb must be >= 0")
         limit = proc_nb or (os.cpu_count() or 1)
@@ -68,8 +58,6 @@ class LocalScheduler(Scheduler):
         self.max_proc_nb = max_proc_nb
         self.interval = interval
         self.limit = max(1, limit)
-        self._cond = threading.Condition()
-        self._records: dict[str, _Record] = {}
         self._queue: deque[_Record] = deque()
         self._ids = itertools.count(1)
         self._workers: list[threading.Thread] = []
@@ -101,7 +89,7 @@ class LocalScheduler(Scheduler):
                 rec = next(it)
                 rec.id = str(next(self._ids))
                 ids[i] = rec.id
-                self._records[rec.id] = rec
+                self.job_table.add(rec)
                 if not rec.job.hold:
                     self._queue.append(rec)
             self._spawn_workers_locked()
@@ -127,7 +115,7 @@ class LocalScheduler(Scheduler):
                     return
                 rec = self._queue.popleft()
                 self._idle -= 1
-                rec.state = C.RUNNING
+                rec.status = C.RUNNING
             try:
                 self._execute(rec)
             finally:
@@ -140,51 +128,22 @@ class LocalScheduler(Scheduler):
 
     def _finish(self, rec: _Record, state: str, info: ExitInfo, error: str | None = None) -> None:
         with self._cond:
-            rec.state = state
-            rec.exit_info = info
-            rec.error = error
+            rec.end(state, info, error)
         if error and self.logger:
             self.logger.error("job %s: %s", rec.id, error)
-        if rec.signal_end:
-            self.jobs_finished_event.set()
-
-    # -- queries ----------------------------------------------------------------------------
-    def _record(self, scheduler_job_id: str) -> _Record:
-        rec = self._records.get(scheduler_job_id) if isinstance(scheduler_job_id, str) else None
-        if rec is None:
-            raise UnknownJobError(scheduler_job_id)
-        return rec
-
-    def get_job_status(self, scheduler_job_id: str) -> str:
-        with self._cond:
-            return self._record(scheduler_job_id).state
-
-    def get_jobs_status(self, scheduler_job_ids: Iterable[str]) -> dict[str, str]:
-        with self._cond:
-            return {i: self._record(i).state for i in scheduler_job_ids}
-
-    def get_job_exit_info(self, scheduler_job_id: str) -> ExitInfo:
-        with self._cond:
-            rec = self._record(scheduler_job_id)
-            return rec.exit_info or ExitInfo(C.EXIT_UNDETERMINED, None, None, None)
-
-    def get_job_error(self, scheduler_job_id: str) -> str | None:
-        """Why a job could not start (missing executable, ...), or None."""
-        with self._cond:
-            return self._record(scheduler_job_id).error
+        self.signal_ended([rec])
 
     # -- kill ----------------------------------------------------------------------------------
     def kill_job(self, scheduler_job_id: str) -> None:
         notify = False
         with self._cond:
-            rec = self._record(scheduler_job_id)
-            if rec.state in C.END_STATES:
+            rec = self.job_table.get(scheduler_job_id)
+            if rec.ended:
                 return
-            if rec.state in C.WAITING_STATES:
+            if rec.status in C.WAITING_STATES:
                 if rec in self._queue:
                     self._queue.remove(rec)
-                rec.state = C.FAILED
-                rec.exit_info = ExitInfo(C.EXIT_NOTRUN, None, None, None)
+                rec.end(C.FAILED, ExitInfo.not_run())
                 notify = rec.signal_end
             else:
                 rec.process.kill()
@@ -194,8 +153,7 @@ class LocalScheduler(Scheduler):
     # -- life cycle ------------------------------------------------------------------------------
     def clean(self) -> None:
         """Kill what still runs or waits, and stop the worker threads."""
-        with self._cond:
-            pending = [r.id for r in self._records.values() if r.state not in C.END_STATES]
+        pending = [r.id for r in self.job_table.unfinished()]
         for jid in pending:
             self.kill_job(jid)
         with self._cond:
