@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from . import constants as C
+from .exit_info import ExitInfo
 from .job import Job
-from .scheduler import ExitInfo
 from .usage import format_usage
 
 __all__ = ["KILL_GRACE", "JobProcess", "ProcessResult", "ProcessSpec"]
@@ -158,7 +158,7 @@ class JobProcess:
         with self._lock:
             if self._kill_requested:  # killed before it could start
                 self._ended = True
-                return ProcessResult(C.FAILED, ExitInfo(C.USER_KILLED, None, None, None))
+                return ProcessResult(C.FAILED, ExitInfo.killed())
         try:
             files = open_files(spec)
             stdin, stdout, stderr = files
@@ -176,7 +176,7 @@ class JobProcess:
             target = exc.filename if exc.filename is not None else spec.argv[0]
             with self._lock:
                 self._ended = True
-            return ProcessResult(C.FAILED, ExitInfo(C.EXIT_ABORTED, None, None, None),
+            return ProcessResult(C.FAILED, ExitInfo.aborted(),
                                  f"could not start {spec.argv[0]!r}: {what}: {target}")
         finally:
             for fh in files:
@@ -262,8 +262,8 @@ def classify(wstatus: int, killed: bool, usage: bytes | None) -> ProcessResult:
     if os.WIFSIGNALED(wstatus):
         sig = os.WTERMSIG(wstatus)
         if killed:
-            return ProcessResult(C.FAILED, ExitInfo(C.USER_KILLED, None, sig, usage))
-        return ProcessResult(C.DONE, ExitInfo(C.FINISHED_TERM_SIG, None, sig, usage))
+            return ProcessResult(C.FAILED, ExitInfo.killed(sig, usage))
+        return ProcessResult(C.DONE, ExitInfo.signalled(sig, usage))
     if killed:
-        return ProcessResult(C.FAILED, ExitInfo(C.USER_KILLED, None, None, usage))
-    return ProcessResult(C.DONE, ExitInfo(C.FINISHED_REGULARLY, os.WEXITSTATUS(wstatus), None, usage))
+        return ProcessResult(C.FAILED, ExitInfo.killed(None, usage))
+    return ProcessResult(C.DONE, ExitInfo.finished(os.WEXITSTATUS(wstatus), usage))

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .. import constants as C
 from ..errors import UnknownJobError
 from ..scheduler import ExitInfo, Scheduler
 
@@ -46,7 +45,7 @@ def _following(sched: Scheduler, name: str, method: Callable[..., Any]) -> Calla
                 # could not ask about (it has just marked it failed/aborted) ends aborted instead.
                 if sched.logger is not None:
                     sched.logger.warning("job %s is unknown here: its end is 'aborted'", scheduler_job_id)
-                return ExitInfo(C.EXIT_ABORTED, None, None, None)
+                return ExitInfo.aborted()
             if sched.logger is not None:
                 sched.logger.info("job %s (submitted by an earlier engine) attached", scheduler_job_id)
             return method(scheduler_job_id, *args, **kw)
