@@ -253,7 +253,7 @@ def test_fake_world_clean_kills_running_jobs(world: Any, tmp_path: Path) -> None
     t0 = time.monotonic()
     sched.clean()
     assert time.monotonic() - t0 < 5
-    states = {sched._final[j].exit_info[0] for j in ids}  # type: ignore[index]
+    states = {sched.job_table.get(j).exit_info[0] for j in ids}  # type: ignore[index]
     assert states <= {C.USER_KILLED, C.EXIT_NOTRUN} and C.EXIT_NOTRUN in states
     with pytest.raises(SchedulerClosedError):  # the instance refuses every job method after clean()
         sched.get_job_exit_info(ids[0])  # type: ignore[arg-type]

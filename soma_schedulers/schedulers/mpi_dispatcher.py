@@ -17,25 +17,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import constants as C
-from ..errors import SchedulerUnavailableError, UnknownJobError
+from ..errors import SchedulerUnavailableError
+from ..exit_info import ExitInfo
 from ..job import Job
+from ..job_table import JobRecord
 from ..process import KILL_GRACE, ProcessSpec
-from ..scheduler import ExitInfo
 from .mpi_protocol import (
     IDLE_POLL,
     POLL_MAX,
     POLL_MIN,
     STOP_TIMEOUT,
-    TAG_BYE,
-    TAG_CONFIG,
-    TAG_FATAL,
-    TAG_HELLO,
-    TAG_JOB,
-    TAG_KILL,
-    TAG_RESULT,
-    TAG_STARTED,
-    TAG_STOP,
     Channel,
+    Tag,
     encode,
 )
 
@@ -49,21 +42,19 @@ logger = logging.getLogger("soma_schedulers.schedulers.mpi_scheduler")  # one lo
 # --------------------------------------------------------------------------- rank 0
 
 
-@dataclass(eq=False)
-class Record:
-    """One job on rank 0: its owner, its state, the worker it went to, its end."""
+class Record(JobRecord):
+    """One job on rank 0: its owner, its description, the worker it went to, its end."""
 
-    id: str
-    owner: MPIScheduler
-    job: Job
-    spec: dict[str, Any]
-    state: str
-    signal_end: bool
-    rank: int = 0
-    dispatched: bool = False  # sent to worker ``rank`` (it may still wait there for a slot)
-    kill_sent: bool = False
-    exit_info: ExitInfo | None = None
-    error: str | None = None
+    __slots__ = ("dispatched", "job", "kill_sent", "owner", "rank", "spec")
+
+    def __init__(self, job_id: str, owner: MPIScheduler, job: Job, spec: dict[str, Any], signal_end: bool) -> None:
+        super().__init__(job_id, C.USER_ON_HOLD if job.hold else C.QUEUED_ACTIVE, signal_end and job.signal_end)
+        self.owner = owner
+        self.job = job
+        self.spec = spec
+        self.rank = 0
+        self.dispatched = False  # sent to worker ``rank`` (it may still wait there for a slot)
+        self.kill_sent = False
 
 
 @dataclass(eq=False)
@@ -119,9 +110,9 @@ class Dispatcher:
         with self.cond:
             if self.failure or self.stopping:
                 raise SchedulerUnavailableError(self.unavailable_locked())
-            rec = Record(str(next(self.ids)), owner, job, spec,
-                          C.USER_ON_HOLD if job.hold else C.QUEUED_ACTIVE, signal_end and job.signal_end)
+            rec = Record(str(next(self.ids)), owner, job, spec, signal_end)
             self.records[rec.id] = rec
+            owner.job_table.add(rec)
             if not job.hold:
                 self.queue.append(rec)
                 self.cond.notify_all()
@@ -132,24 +123,18 @@ class Dispatcher:
             return f"the MPI dispatcher failed: {self.failure}"
         return "the MPI workers were stopped; start a new mpirun"
 
-    def record(self, owner: MPIScheduler, job_id: str) -> Record:
-        rec = self.records.get(job_id) if isinstance(job_id, str) else None
-        if rec is None or rec.owner is not owner:
-            raise UnknownJobError(job_id)
-        return rec
-
     def kill(self, owner: MPIScheduler, job_id: str) -> None:
         with self.cond:
-            rec = self.record(owner, job_id)
-            if rec.state in C.END_STATES:
+            rec = owner.job_table.get(job_id)
+            if rec.ended:
                 return
             if not rec.dispatched:  # on rank 0's queue, or held
                 if rec in self.queue:
                     self.queue.remove(rec)
-                self._end_locked(rec, C.FAILED, ExitInfo(C.EXIT_NOTRUN, None, None, None))
+                self._end_locked(rec, C.FAILED, ExitInfo.not_run())
             elif not rec.kill_sent:  # the worker ends it: not started, or killed
                 rec.kill_sent = True
-                self.outbox.append((rec.rank, TAG_KILL, {"id": rec.id}))
+                self.outbox.append((rec.rank, Tag.KILL, {"id": rec.id}))
                 self.cond.notify_all()
 
     def release(self, owner: MPIScheduler) -> tuple[dict[str, Record], bool]:
@@ -157,19 +142,19 @@ class Dispatcher:
         them, and whether ``owner`` was the last one (the caller then stops the workers, unless the
         runner owns them)."""
         with self.cond:
-            pending = [r.id for r in self.records.values() if r.owner is owner and r.state not in C.END_STATES]
+            pending = [r.id for r in self.records.values() if r.owner is owner and r.status not in C.END_STATES]
         for jid in pending:
             self.kill(owner, jid)
         deadline = time.monotonic() + KILL_GRACE + 5.0
         with self.cond:
             while not self.stopped and any(
-                self.records[j].state not in C.END_STATES for j in pending
+                self.records[j].status not in C.END_STATES for j in pending
             ) and time.monotonic() < deadline:
                 self.cond.wait(max(0.0, deadline - time.monotonic()))
             # Forget the owner's ended jobs (the shared table would grow with every instance of a
             # long engine); one still running (its worker did not answer the kill) keeps its
             # record, which its worker's report ends.
-            ended = {j: r for j, r in self.records.items() if r.owner is owner and r.state in C.END_STATES}
+            ended = {j: r for j, r in self.records.items() if r.owner is owner and r.status in C.END_STATES}
             for jid in ended:
                 del self.records[jid]
             self.owners.discard(owner)
@@ -182,11 +167,11 @@ class Dispatcher:
             if not self.stopping:
                 self.stopping = True
                 for rec in list(self.queue):
-                    self._end_locked(rec, C.FAILED, ExitInfo(C.EXIT_NOTRUN, None, None, None))
+                    self._end_locked(rec, C.FAILED, ExitInfo.not_run())
                 self.queue.clear()
                 for rec in self.records.values():
-                    if rec.state in C.WAITING_STATES and not rec.dispatched:  # held
-                        self._end_locked(rec, C.FAILED, ExitInfo(C.EXIT_NOTRUN, None, None, None))
+                    if rec.status in C.WAITING_STATES and not rec.dispatched:  # held
+                        self._end_locked(rec, C.FAILED, ExitInfo.not_run())
                 self.cond.notify_all()
         if self.thread is not threading.current_thread():
             self.thread.join(timeout)
@@ -197,9 +182,7 @@ class Dispatcher:
 
     # -- book-keeping (under the lock) ---------------------------------------------------
     def _end_locked(self, rec: Record, state: str, info: ExitInfo, error: str | None = None) -> None:
-        rec.state = state
-        rec.exit_info = info
-        rec.error = error
+        rec.end(state, info, error)
         if rec.dispatched and rec.rank in self.workers:
             self.workers[rec.rank].assigned.discard(rec.id)
         if error:
@@ -224,7 +207,7 @@ class Dispatcher:
         if self.stopping:
             if not self.stop_sent:
                 self.stop_sent = True
-                out.extend((r, TAG_STOP, {}) for r in range(1, self.size) if r not in self.dead)
+                out.extend((r, Tag.STOP, {}) for r in range(1, self.size) if r not in self.dead)
             return out
         while self.queue:
             w = self._free_worker_locked()
@@ -234,7 +217,7 @@ class Dispatcher:
             rec.dispatched = True
             rec.rank = w.rank
             w.assigned.add(rec.id)
-            out.append((w.rank, TAG_JOB, {"id": rec.id, "spec": rec.spec}))
+            out.append((w.rank, Tag.JOB, {"id": rec.id, "spec": rec.spec}))
         return out
 
     def _has_work_locked(self) -> bool:
@@ -247,29 +230,29 @@ class Dispatcher:
                 or len(self.workers) + len(self.dead) < self.size - 1)
 
     def _handle_locked(self, src: int, tag: int, doc: Any) -> None:
-        if tag == TAG_HELLO:
+        if tag == Tag.HELLO:
             cpus = int(doc.get("cpus") or 1)
             slots = self.slots or cpus
             if self.max_slots:
                 slots = min(slots, self.max_slots)
             self.workers[src] = WorkerSlots(src, str(doc.get("host", "?")), max(1, slots))
-            self.outbox.append((src, TAG_CONFIG, {"slots": max(1, slots)}))
+            self.outbox.append((src, Tag.CONFIG, {"slots": max(1, slots)}))
             logger.debug("MPI worker rank %d on %s: %d slot(s)", src, doc.get("host"), slots)
-        elif tag == TAG_STARTED:
+        elif tag == Tag.STARTED:
             rec = self.records.get(str(doc.get("id")))
-            if rec is not None and rec.dispatched and rec.rank == src and rec.state == C.QUEUED_ACTIVE:
-                rec.state = C.RUNNING
-        elif tag == TAG_RESULT:
+            if rec is not None and rec.dispatched and rec.rank == src and rec.status == C.QUEUED_ACTIVE:
+                rec.status = C.RUNNING
+        elif tag == Tag.RESULT:
             rec = self.records.get(str(doc.get("id")))
-            if rec is None or not rec.dispatched or rec.rank != src or rec.state in C.END_STATES:
+            if rec is None or not rec.dispatched or rec.rank != src or rec.status in C.END_STATES:
                 logger.warning("MPI worker rank %d reported an unexpected job %r", src, doc.get("id"))
                 return
             status, value, sig, usage = doc["exit"]
             info = ExitInfo(status, value, sig, usage.encode("ascii") if usage is not None else None)
             self._end_locked(rec, doc["status"], info, doc.get("error"))
-        elif tag == TAG_BYE:
+        elif tag == Tag.BYE:
             self.byes.add(src)
-        elif tag == TAG_FATAL:
+        elif tag == Tag.FATAL:
             self._worker_lost_locked(src, f"MPI worker rank {src} failed: {doc.get('error')}")
         else:
             logger.warning("MPI rank 0: unexpected message tag %d from rank %d", tag, src)
@@ -279,8 +262,8 @@ class Dispatcher:
         self.byes.add(rank)
         logger.error("%s", why)
         for rec in self.records.values():
-            if rec.dispatched and rec.rank == rank and rec.state not in C.END_STATES:
-                self._end_locked(rec, C.FAILED, ExitInfo(C.EXIT_ABORTED, None, None, None), why)
+            if rec.dispatched and rec.rank == rank and rec.status not in C.END_STATES:
+                self._end_locked(rec, C.FAILED, ExitInfo.aborted(), why)
 
     # -- the MPI thread ----------------------------------------------------------------
     def _run(self) -> None:
@@ -323,12 +306,12 @@ class Dispatcher:
             with self.cond:
                 self.failure = text
                 for rec in self.records.values():
-                    if rec.state not in C.END_STATES:
-                        self._end_locked(rec, C.FAILED, ExitInfo(C.EXIT_ABORTED, None, None, None),
+                    if rec.status not in C.END_STATES:
+                        self._end_locked(rec, C.FAILED, ExitInfo.aborted(),
                                          f"MPI dispatcher failed: {text}")
             try:  # best effort: let the workers go
                 for rank in range(1, self.size):
-                    self.comm.Isend([encode({}), self.MPI.BYTE], dest=rank, tag=TAG_STOP)
+                    self.comm.Isend([encode({}), self.MPI.BYTE], dest=rank, tag=Tag.STOP)
             except Exception:
                 pass
         finally:

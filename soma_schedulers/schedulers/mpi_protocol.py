@@ -7,6 +7,7 @@ Importing it never imports mpi4py: :func:`import_mpi` does, when a scheduler or 
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 from collections.abc import Mapping
@@ -15,20 +16,22 @@ from typing import Any
 from ..errors import SchedulerUnavailableError
 from ..process import KILL_GRACE
 
-__all__ = ["IDLE_POLL", "POLL_MAX", "POLL_MIN", "STOP_TIMEOUT", "TAG_BYE", "TAG_CONFIG", "TAG_FATAL", "TAG_HELLO",
-           "TAG_JOB", "TAG_KILL", "TAG_RESULT", "TAG_STARTED", "TAG_STOP", "WORKER_POLL_MAX", "Channel", "encode",
+__all__ = ["IDLE_POLL", "POLL_MAX", "POLL_MIN", "STOP_TIMEOUT", "WORKER_POLL_MAX", "Channel", "Tag", "encode",
            "import_mpi", "job_environment"]
 
-# Message tags.
-TAG_HELLO = 61  # worker -> 0: {"host", "cpus", "pid"}
-TAG_JOB = 62  # 0 -> worker: {"id", "spec": ProcessSpec.to_message()}
-TAG_KILL = 63  # 0 -> worker: {"id"}
-TAG_STOP = 64  # 0 -> worker: {}
-TAG_RESULT = 65  # worker -> 0: {"id", "status", "exit": [exit_status, value, sig, usage], "error"}
-TAG_BYE = 66  # worker -> 0: {} (last message of a worker)
-TAG_FATAL = 67  # worker -> 0: {"error"} (the worker loop broke; its jobs are killed)
-TAG_CONFIG = 68  # 0 -> worker: {"slots"} (answer to hello, before any job)
-TAG_STARTED = 69  # worker -> 0: {"id"} (the job's process is being started)
+class Tag(enum.IntEnum):
+    """The message tags (MPI tags are ints)."""
+
+    HELLO = 61  # worker -> 0: {"host", "cpus", "pid"}
+    JOB = 62  # 0 -> worker: {"id", "spec": ProcessSpec.to_message()}
+    KILL = 63  # 0 -> worker: {"id"}
+    STOP = 64  # 0 -> worker: {}
+    RESULT = 65  # worker -> 0: {"id", "status", "exit": [exit_status, value, sig, usage], "error"}
+    BYE = 66  # worker -> 0: {} (last message of a worker)
+    FATAL = 67  # worker -> 0: {"error"} (the worker loop broke; its jobs are killed)
+    CONFIG = 68  # 0 -> worker: {"slots"} (answer to hello, before any job)
+    STARTED = 69  # worker -> 0: {"id"} (the job's process is being started)
+
 
 #: Polling (seconds): first delay after activity, and the back-off ceilings.
 POLL_MIN = 0.0002

@@ -54,36 +54,16 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from .. import constants as C
 from ..errors import SchedulerUnavailableError
-from ..scheduler import ExitInfo, Scheduler
+from ..job_table import TableScheduler
 from .mpi_dispatcher import Dispatcher, Record
-from .mpi_protocol import (
-    IDLE_POLL,
-    POLL_MAX,
-    POLL_MIN,
-    STOP_TIMEOUT,
-    TAG_BYE,
-    TAG_CONFIG,
-    TAG_FATAL,
-    TAG_HELLO,
-    TAG_JOB,
-    TAG_KILL,
-    TAG_RESULT,
-    TAG_STARTED,
-    TAG_STOP,
-    WORKER_POLL_MAX,
-    import_mpi,
-    job_environment,
-)
+from .mpi_protocol import import_mpi, job_environment
 from .mpi_worker import worker_loop
 
-__all__ = ["IDLE_POLL", "POLL_MAX", "POLL_MIN", "STOP_TIMEOUT", "TAG_BYE", "TAG_CONFIG", "TAG_FATAL", "TAG_HELLO",
-           "TAG_JOB", "TAG_KILL", "TAG_RESULT", "TAG_STARTED", "TAG_STOP", "WORKER_POLL_MAX", "MPIScheduler",
-           "job_environment", "main", "shutdown_workers", "worker_loop"]
+__all__ = ["MPIScheduler", "job_environment", "main", "shutdown_workers", "worker_loop"]
 
 _DISPATCHER: Dispatcher | None = None
 _DISPATCHER_LOCK = threading.Lock()
@@ -136,7 +116,7 @@ def shutdown_workers() -> None:
     disp.shutdown()
 
 
-class MPIScheduler(Scheduler):
+class MPIScheduler(TableScheduler[Record]):
     """Jobs run as subprocesses of the worker ranks (>= 1) of the MPI world; this is rank 0.
 
     ``slots_per_worker``: jobs at once per worker (0: the worker node's CPU
@@ -148,14 +128,12 @@ class MPIScheduler(Scheduler):
     scheduler_type = "mpi"
 
     def __init__(self, slots_per_worker: int = 0, max_slots_per_worker: int = 0, comm: Any = None) -> None:
-        super().__init__()
-        self._dispatcher = _dispatcher(slots_per_worker, max_slots_per_worker, comm)
+        dispatcher = _dispatcher(slots_per_worker, max_slots_per_worker, comm)
+        super().__init__(dispatcher.cond)  # the job table shares the dispatcher's lock
+        self._dispatcher = dispatcher
         with self._dispatcher.cond:
             self._dispatcher.owners.add(self)
         self._cleaned = False
-        #: After clean(): this instance's ended jobs, which the shared dispatcher forgot (kept for
-        #: inspection: the job methods raise SchedulerClosedError after clean()).
-        self._final: dict[str, Record] = {}
 
     @classmethod
     def unavailable_reason(cls, config: Any = None) -> str | None:
@@ -163,9 +141,6 @@ class MPIScheduler(Scheduler):
         if importlib.util.find_spec("mpi4py") is None:
             return "mpi4py is not installed (install python3-mpi4py on Debian, or 'pip install mpi4py')"
         return None
-
-    def _record(self, job_id: str) -> Record:
-        return self._dispatcher.record(self, job_id)
 
     @property
     def workers(self) -> list[tuple[int, str, int]]:
@@ -175,38 +150,21 @@ class MPIScheduler(Scheduler):
     def job_submission(self, jobs: Sequence[Any], signal_end: bool = True) -> list[str | None]:
         return self.submit_each(jobs, lambda job: self._dispatcher.submit(self, job, signal_end))
 
-    def get_job_status(self, scheduler_job_id: str) -> str:
-        with self._dispatcher.cond:
-            return self._record(scheduler_job_id).state
-
-    def get_jobs_status(self, scheduler_job_ids: Iterable[str]) -> dict[str, str]:
-        with self._dispatcher.cond:
-            return {i: self._record(i).state for i in scheduler_job_ids}
-
-    def get_job_exit_info(self, scheduler_job_id: str) -> ExitInfo:
-        with self._dispatcher.cond:
-            rec = self._record(scheduler_job_id)
-            return rec.exit_info or ExitInfo(C.EXIT_UNDETERMINED, None, None, None)
-
-    def get_job_error(self, scheduler_job_id: str) -> str | None:
-        """Why a job could not start, or why it was aborted (worker lost ...), or None."""
-        with self._dispatcher.cond:
-            return self._record(scheduler_job_id).error
-
     def kill_job(self, scheduler_job_id: str) -> None:
         self._dispatcher.kill(self, scheduler_job_id)
 
     def clean(self) -> None:
         """Kill this instance's jobs (waiting up to KILL_GRACE + 5 s for their ends).
 
-        The shared dispatcher forgets them; ``_final`` keeps their ends (until the instance is dropped).
+        The shared dispatcher forgets them; :attr:`job_table` keeps their ends (until the instance
+        is dropped).
 
         Outside the runner, the last instance of the process also stops the workers.
         """
         if self._cleaned:
             return
         self._cleaned = True
-        self._final, last = self._dispatcher.release(self)
+        _ended, last = self._dispatcher.release(self)
         if last and not _RUNNER_OWNS_WORKERS:
             self._dispatcher.shutdown()
 

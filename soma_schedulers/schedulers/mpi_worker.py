@@ -17,21 +17,13 @@ from typing import Any
 
 from .. import constants as C
 from ..errors import DRMError
+from ..exit_info import ExitInfo
 from ..process import KILL_GRACE, JobProcess, ProcessResult, ProcessSpec
-from ..scheduler import ExitInfo
 from .mpi_protocol import (
     POLL_MIN,
-    TAG_BYE,
-    TAG_CONFIG,
-    TAG_FATAL,
-    TAG_HELLO,
-    TAG_JOB,
-    TAG_KILL,
-    TAG_RESULT,
-    TAG_STARTED,
-    TAG_STOP,
     WORKER_POLL_MAX,
     Channel,
+    Tag,
     encode,
     import_mpi,
     job_environment,
@@ -41,7 +33,7 @@ __all__ = ["NOTRUN", "WorkerRank", "worker_loop"]
 
 logger = logging.getLogger("soma_schedulers.schedulers.mpi_scheduler")  # one logger for the backend
 
-NOTRUN = ProcessResult(C.FAILED, ExitInfo(C.EXIT_NOTRUN, None, None, None))
+NOTRUN = ProcessResult(C.FAILED, ExitInfo.not_run())
 
 
 class WorkerRank:
@@ -63,13 +55,13 @@ class WorkerRank:
         try:
             result = process.run()
         except BaseException as exc:  # never lose a job's end
-            result = ProcessResult(C.FAILED, ExitInfo(C.EXIT_ABORTED, None, None, None), f"worker error: {exc}")
+            result = ProcessResult(C.FAILED, ExitInfo.aborted(), f"worker error: {exc}")
         self.ended.put((job_id, result))
 
     def _report(self, job_id: str, result: ProcessResult) -> None:
         info = result.exit_info
         usage = info.resource_usage.decode("ascii") if info.resource_usage is not None else None
-        self.chan.send(0, TAG_RESULT, {"id": job_id, "status": result.status, "error": result.error,
+        self.chan.send(0, Tag.RESULT, {"id": job_id, "status": result.status, "error": result.error,
                                        "exit": [info.exit_status, info.exit_value, info.term_sig, usage]})
 
     def _start_ready(self) -> None:
@@ -79,7 +71,7 @@ class WorkerRank:
             self.running[jid] = proc
             threading.Thread(target=self._execute, args=(jid, proc), name=f"soma-mpi-job-{jid}",
                              daemon=True).start()
-            self.chan.send(0, TAG_STARTED, {"id": jid})
+            self.chan.send(0, Tag.STARTED, {"id": jid})
 
     def _finish(self, job_id: str, result: ProcessResult) -> None:
         self.running.pop(job_id, None)
@@ -97,28 +89,28 @@ class WorkerRank:
         self.waiting = keep
 
     def _handle(self, tag: int, doc: Any) -> None:
-        if tag == TAG_JOB:
+        if tag == Tag.JOB:
             jid = str(doc.get("id"))
             try:
                 spec = ProcessSpec.from_message(doc.get("spec") or {})
             except ValueError as exc:
-                self._report(jid, ProcessResult(C.FAILED, ExitInfo(C.EXIT_ABORTED, None, None, None), str(exc)))
+                self._report(jid, ProcessResult(C.FAILED, ExitInfo.aborted(), str(exc)))
                 return
             if self.stopping:
                 self._report(jid, NOTRUN)
                 return
             self.waiting.append((jid, spec))
             self._start_ready()
-        elif tag == TAG_KILL:
+        elif tag == Tag.KILL:
             jid = str(doc.get("id"))
             if jid in self.running:
                 self.running[jid].kill()
             else:
                 self._drop_waiting(jid)
-        elif tag == TAG_CONFIG:
+        elif tag == Tag.CONFIG:
             self.slots = max(1, int(doc.get("slots") or 1))
             self._start_ready()
-        elif tag == TAG_STOP:
+        elif tag == Tag.STOP:
             self.stopping = True
             self._drop_waiting()
             for p in list(self.running.values()):
@@ -130,7 +122,7 @@ class WorkerRank:
             p.kill()
 
     def run(self) -> int:
-        self.chan.send(0, TAG_HELLO, {"host": socket.gethostname(), "pid": os.getpid(), "cpus": self.slots})
+        self.chan.send(0, Tag.HELLO, {"host": socket.gethostname(), "pid": os.getpid(), "cpus": self.slots})
         delay = POLL_MIN
         while True:
             activity = False
@@ -153,7 +145,7 @@ class WorkerRank:
                         break
                 return 143
             if self.stopping and not self.running and sends_done:
-                self.comm.Send([encode({}), self.MPI.BYTE], dest=0, tag=TAG_BYE)
+                self.comm.Send([encode({}), self.MPI.BYTE], dest=0, tag=Tag.BYE)
                 return 0
             delay = POLL_MIN if activity else min(delay * 2, WORKER_POLL_MAX)
             try:  # a job's end wakes this at once
@@ -181,7 +173,7 @@ def worker_loop(comm: Any = None) -> int:
         print(f"soma_schedulers MPI worker rank {comm.Get_rank()}: {text}\n{traceback.format_exc()}",
               file=sys.stderr, flush=True)
         try:
-            comm.Send([encode({"error": text}), mpi.BYTE], dest=0, tag=TAG_FATAL)
+            comm.Send([encode({"error": text}), mpi.BYTE], dest=0, tag=Tag.FATAL)
         except Exception:
             pass
         return 1
