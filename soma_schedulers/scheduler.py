@@ -80,8 +80,8 @@ _BUILTIN_TYPES: dict[str, str] = {
     "local": "soma_schedulers.schedulers.local_scheduler:ConfiguredLocalScheduler",
     "drmaa": "soma_schedulers.schedulers.drmaa_scheduler:DrmaaScheduler",
     "slurm": "soma_schedulers.schedulers.slurm_scheduler:SlurmScheduler",
-    "pbspro": "soma_schedulers.schedulers.pbspro_scheduler:PBSProScheduler",
-    "torque": "soma_schedulers.schedulers.pbspro_scheduler:TorqueScheduler",
+    "pbspro": "soma_schedulers.schedulers.pbs:PBSProScheduler",
+    "torque": "soma_schedulers.schedulers.pbs:TorqueScheduler",
     "mpi": "soma_schedulers.schedulers.mpi_scheduler:MPIScheduler",
 }
 

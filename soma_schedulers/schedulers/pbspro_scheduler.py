@@ -1,56 +1,22 @@
-"""The registered import path of the ``pbspro`` and ``torque`` types
-(``soma_schedulers.schedulers.pbspro_scheduler:PBSProScheduler`` and ``:TorqueScheduler``).
+"""The former import path of the ``pbspro`` and ``torque`` types, kept for existing imports.
 
-The implementation lives in the :mod:`soma_schedulers.schedulers.pbs` package; this module
-re-exports its public names so that existing imports keep working.
+The implementation lives in the :mod:`soma_schedulers.schedulers.pbs` package; every public
+name of that package (``pbs.__all__``) is reachable here too, and so is ``Observation``.
 """
 
 from __future__ import annotations
 
-from ..polled import Observation
-from .pbs import (
-    DIALECTS,
-    LAUNCH_PRIORITIES,
-    OPENPBS,
-    TOKEN_VAR,
-    TORQUE,
-    PBSDialect,
-    PBSProScheduler,
-    TorqueScheduler,
-    carries_token,
-    complete_records,
-    dialect_named,
-    exit_status_of,
-    hold_status,
-    job_name,
-    job_observation,
-    launch_report,
-    parse_qstat_json,
-    parse_qstat_text,
-    parse_version,
-    usage_of,
-)
+from typing import Any
 
-__all__ = [
-    "DIALECTS",
-    "LAUNCH_PRIORITIES",
-    "OPENPBS",
-    "TOKEN_VAR",
-    "TORQUE",
-    "Observation",
-    "PBSDialect",
-    "PBSProScheduler",
-    "TorqueScheduler",
-    "carries_token",
-    "complete_records",
-    "dialect_named",
-    "exit_status_of",
-    "hold_status",
-    "job_name",
-    "job_observation",
-    "launch_report",
-    "parse_qstat_json",
-    "parse_qstat_text",
-    "parse_version",
-    "usage_of",
-]
+from ..polled import Observation
+from . import pbs
+
+__all__ = [*pbs.__all__, "Observation"]
+
+
+def __getattr__(name: str) -> Any:
+    """The package's public names, looked up there (one list: ``pbs.__all__``)."""
+    if name in pbs.__all__:
+        return getattr(pbs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
