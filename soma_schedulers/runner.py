@@ -65,7 +65,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .config import BridgeConfig, SchedulerConfig
@@ -74,7 +74,7 @@ from .errors import BridgeError, CommandError, CommandNotFoundError, CommandTime
 from .shells import ShellGone, ShellPool, execute
 from .ssh_bridge import SshBridge
 
-__all__ = ["ENV_MARKERS", "CommandResult", "CommandRunner", "container_markers", "in_container", "runtime_signs"]
+__all__ = ["ENV_MARKERS", "Attempt", "CommandResult", "CommandRunner", "container_markers", "in_container", "runtime_signs"]
 
 log = logging.getLogger("soma_schedulers.runner")
 
@@ -92,6 +92,10 @@ class CommandResult:
     stderr: str
     seconds: float
 
+
+
+#: One attempt at a command: ``(argv, input, timeout, check, retry) -> CommandResult``.
+Attempt = Callable[[Sequence[str], "bytes | None", float, bool, bool], "CommandResult"]
 
 
 class CommandRunner:
@@ -124,6 +128,7 @@ class CommandRunner:
         self._prefix: list[str] = []
         self._ssh: SshBridge | None = None
         self._shells: ShellPool | None = None
+        self._attempt: Attempt = self.attempt
 
     @classmethod
     def for_config(cls, config: SchedulerConfig, probe_command: str | None = None) -> CommandRunner:
@@ -214,7 +219,7 @@ class CommandRunner:
             if attempt:
                 time.sleep(self.backoff * (2 ** (attempt - 1)))
             try:
-                return self._run_once(argv, input, timeout or self.timeout, check)
+                return self._attempt(argv, input, timeout or self.timeout, check, retry)
             except BridgeError as exc:
                 if not exc.transient or not (retry or exc.reason == "unreachable"):
                     raise
@@ -227,7 +232,39 @@ class CommandRunner:
         assert last is not None
         raise last
 
-    def _run_once(self, argv: Sequence[str], input: bytes | None, timeout: float, check: bool) -> CommandResult:
+    def wrap_attempts(self, wrapper: Callable[[Attempt], Attempt]) -> None:
+        """Put ``wrapper`` around every later attempt (fault injection, command logs: see
+        :mod:`soma_schedulers.testing.faults`); wrappers added later run outside earlier ones."""
+        with self._lock:
+            self._attempt = wrapper(self._attempt)
+
+    def count_call(self) -> None:
+        """Count one command run (:attr:`calls`)."""
+        with self._lock:
+            self.calls += 1
+
+    def not_installed(self, argv: Sequence[str]) -> CommandNotFoundError:
+        """The error for a command that is not on PATH here (no bridge)."""
+        return CommandNotFoundError(argv, None, f"{argv[0]} is not installed or not on PATH (configure the "
+                                    "out-of-container bridge if it runs on the host)")
+
+    def failure(self, result: CommandResult) -> CommandError:
+        """The error a command that exited non-zero raises (``check=True``): not found, bridge
+        unreachable, or the command's own failure with its output."""
+        argv, rc, stderr, prefix = list(result.argv), result.returncode, result.stderr, self.prefix
+        if rc == 127 or "executable file not found" in stderr:
+            where = f"on the host ({self.describe()})" if prefix else "here"
+            return CommandNotFoundError(argv, 127, f"{argv[0]} not found {where}: {stderr.strip()}")
+        if prefix and self._ssh is None and rc in (1, 125, 126) and (
+                "Error response from daemon" in stderr or "No such container" in stderr):
+            return BridgeError(argv, rc, f"bridge {shlex.join(prefix)} cannot reach the host: {stderr.strip()}",
+                               reason="unreachable")
+        return CommandError(argv, rc, stderr, result.stdout)
+
+    def attempt(self, argv: Sequence[str], input: bytes | None, timeout: float, check: bool,
+                retry: bool) -> CommandResult:
+        """One attempt at ``argv`` (:meth:`run` retries it when ``retry`` allows): the hook a
+        subclass overrides to answer commands itself (:class:`soma_schedulers.testing.fakes.ScriptedRunner`)."""
         if not argv:
             raise CommandError(list(argv), None, "empty command")
         prefix, ssh = self._resolve()
@@ -235,8 +272,7 @@ class CommandRunner:
         where = "here" if not prefix else self.describe()
         full = self.full_argv(argv)
         t0 = time.monotonic()
-        with self._lock:
-            self.calls += 1
+        self.count_call()
         try:
             if ssh is not None:
                 rc, out, err = ssh.run(argv, input, deadline)
@@ -262,9 +298,7 @@ class CommandRunner:
             raise CommandTimeoutError(argv, timeout, f"({where})" if prefix else "") from None
         except FileNotFoundError:
             if not prefix:
-                raise CommandNotFoundError(
-                    argv, None, f"{argv[0]} is not installed or not on PATH (configure the "
-                    "out-of-container bridge if it runs on the host)") from None
+                raise self.not_installed(argv) from None
             raise CommandNotFoundError(
                 argv, None, f"{argv[0]} is not on PATH here and {full[0]} (the out-of-container bridge) "
                 "is not installed") from None
@@ -279,15 +313,7 @@ class CommandRunner:
             if failure is not None:
                 raise failure
         if rc != 0 and check:
-            if rc == 127 or "executable file not found" in stderr:
-                raise CommandNotFoundError(
-                    argv, 127, f"{argv[0]} not found {'on the host (' + where + ')' if prefix else 'here'}: "
-                    f"{stderr.strip()}")
-            if prefix and ssh is None and rc in (1, 125, 126) and (
-                    "Error response from daemon" in stderr or "No such container" in stderr):
-                raise BridgeError(argv, rc, f"bridge {shlex.join(prefix)} cannot reach the host: {stderr.strip()}",
-                                  reason="unreachable")
-            raise CommandError(argv, rc, stderr, stdout)
+            raise self.failure(result)
         return result
 
     def close(self) -> None:

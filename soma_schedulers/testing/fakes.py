@@ -79,7 +79,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from ..config import BridgeConfig
-from ..errors import CommandError, CommandNotFoundError, CommandTimeoutError
+from ..errors import CommandError, CommandTimeoutError
 from ..runner import CommandResult, CommandRunner
 
 __all__ = [
@@ -207,7 +207,6 @@ class ScriptedRunner(CommandRunner):
         self.closed = False
         self._rules: dict[str, list[_Rule]] = {}
         self._script_lock = threading.Lock()
-        self._local = threading.local()
         for command, answer in (answers or {}).items():
             self.script(command, answer)
 
@@ -242,29 +241,13 @@ class ScriptedRunner(CommandRunner):
             return [list(c.argv) for c in self.history if command is None or c.argv[0] == command]
 
     # -- the CommandRunner interface ------------------------------------------------------------
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        input: bytes | None = None,
-        timeout: float | None = None,
-        retry: bool = True,
-        check: bool = True,
-    ) -> CommandResult:
-        """Answer one command from the script, with the real runner's retry policy and errors."""
-        before = getattr(self._local, "retry", True)
-        self._local.retry = retry  # recorded in each attempt's Call
-        try:
-            return super().run(argv, input=input, timeout=timeout, retry=retry, check=check)
-        finally:
-            self._local.retry = before
-
-    def _run_once(self, argv: Sequence[str], input: bytes | None, timeout: float, check: bool) -> CommandResult:
+    def attempt(self, argv: Sequence[str], input: bytes | None, timeout: float, check: bool,
+                retry: bool) -> CommandResult:
+        """Answer one attempt from the script (the real runner's retries and errors around it)."""
         if not argv:
             raise CommandError(list(argv), None, "empty command")
-        call = Call(tuple(argv), input, timeout, check, getattr(self._local, "retry", True))
-        with self._lock:
-            self.calls += 1
+        call = Call(tuple(argv), input, timeout, check, retry)
+        self.count_call()
         answer = self._answer_for(call)
         reply = answer(call) if callable(answer) else answer
         return self._reply(call, reply)
@@ -311,19 +294,14 @@ class ScriptedRunner(CommandRunner):
                 where = f"({self.describe()})" if prefix else ""
                 raise CommandTimeoutError(argv, call.timeout if reply.seconds is None else reply.seconds, where)
             if not prefix:
-                raise CommandNotFoundError(
-                    argv, None, f"{argv[0]} is not installed or not on PATH (configure the "
-                    "out-of-container bridge if it runs on the host)")
+                raise self.not_installed(argv)
             reply = (127, "", f"{argv[0]}: command not found")
         if isinstance(reply, str):
             reply = (0, reply, "")
         if not (isinstance(reply, tuple) and len(reply) == 3 and isinstance(reply[0], int)):
             raise TypeError(f"the scripted answer for {argv[0]} is {reply!r}: expected a str, a "
                             "(returncode, stdout, stderr) tuple, an exception or a ScriptedFailure")
-        rc, stdout, stderr = reply[0], self._ended(reply[1]), self._ended(reply[2])
-        if rc != 0 and call.check:
-            if rc == 127 or "executable file not found" in stderr:
-                where = f"on the host ({self.describe()})" if prefix else "here"
-                raise CommandNotFoundError(argv, 127, f"{argv[0]} not found {where}: {stderr.strip()}")
-            raise CommandError(argv, rc, stderr, stdout)
-        return CommandResult(call.argv, rc, stdout, stderr, 0.0)
+        result = CommandResult(call.argv, reply[0], self._ended(reply[1]), self._ended(reply[2]), 0.0)
+        if result.returncode != 0 and call.check:
+            raise self.failure(result)
+        return result

@@ -22,6 +22,7 @@ wraps the session methods the ``drmaa`` backend calls instead (``runJob``,
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import threading
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import CommandError, CommandTimeoutError
-from ..runner import CommandResult, CommandRunner
+from ..runner import Attempt, CommandResult, CommandRunner
 
 __all__ = ["DRMAA_CALLS", "DRMAA_KINDS", "KINDS", "CommandLog", "FaultPlan", "inject_drmaa_faults", "inject_faults",
            "record_commands"]
@@ -87,24 +88,25 @@ class FaultPlan:
 
 def inject_faults(runner: CommandRunner, plan: FaultPlan) -> FaultPlan:
     """Make ``runner`` inject ``plan``'s faults into every later command; returns ``plan``."""
-    real = runner._run_once
-
-    def faulty(argv: Sequence[str], input: bytes | None, timeout: float, check: bool) -> CommandResult:
-        kind = plan.draw(argv)
-        if kind == "fail":
-            raise CommandError(argv, 1, "injected failure: the DRMS refused to answer")
-        if kind == "hang":
-            time.sleep(min(timeout, plan.hang_seconds))
-            raise CommandTimeoutError(argv, timeout)
-        result = real(argv, input, timeout, check)
-        if kind == "lost":
-            raise CommandTimeoutError(argv, timeout)
-        if kind == "truncate":
-            return replace(result, stdout=plan.cut(result.stdout))
-        return result
-
-    runner._run_once = faulty  # type: ignore[method-assign]
+    runner.wrap_attempts(lambda real: functools.partial(_faulty, real, plan))
     return plan
+
+
+def _faulty(real: Attempt, plan: FaultPlan, argv: Sequence[str], input: bytes | None, timeout: float,
+            check: bool, retry: bool) -> CommandResult:
+    """One attempt of ``real``, with the fault ``plan`` draws for it."""
+    kind = plan.draw(argv)
+    if kind == "fail":
+        raise CommandError(argv, 1, "injected failure: the DRMS refused to answer")
+    if kind == "hang":
+        time.sleep(min(timeout, plan.hang_seconds))
+        raise CommandTimeoutError(argv, timeout)
+    result = real(argv, input, timeout, check, retry)
+    if kind == "lost":
+        raise CommandTimeoutError(argv, timeout)
+    if kind == "truncate":
+        return replace(result, stdout=plan.cut(result.stdout))
+    return result
 
 
 @dataclass
@@ -130,20 +132,23 @@ def record_commands(runner: CommandRunner) -> CommandLog:
     """Make ``runner`` keep a :class:`CommandLog` of its later commands (after any injected fault:
     what the scheduler saw); returns the log."""
     log = CommandLog()
-    inner = runner._run_once
     t0 = time.monotonic()
 
-    def recorded(argv: Sequence[str], input: bytes | None, timeout: float, check: bool) -> CommandResult:
+    def wrap(inner: Attempt) -> Attempt:
+        return functools.partial(recorded, inner)
+
+    def recorded(inner: Attempt, argv: Sequence[str], input: bytes | None, timeout: float, check: bool,
+                 retry: bool) -> CommandResult:
         t = time.monotonic() - t0
         try:
-            result = inner(argv, input, timeout, check)
+            result = inner(argv, input, timeout, check, retry)
         except CommandError as exc:
             log.entries.append((t, tuple(argv), f"<{type(exc).__name__}: {exc}>"))
             raise
         log.entries.append((t, tuple(argv), result.stdout))
         return result
 
-    runner._run_once = recorded  # type: ignore[method-assign]
+    runner.wrap_attempts(wrap)
     return log
 
 
