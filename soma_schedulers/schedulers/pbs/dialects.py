@@ -83,6 +83,13 @@ class PBSDialect(abc.ABC):
         return f"<PBS dialect {self.name}>"
 
 
+#: ``JOB_EXEC_*`` codes both flavours share (they part from -5 on).
+COMMON_EXEC_CODES: Mapping[int, str] = {
+    -1: "job exec failed before files", -2: "job exec failed after files", -3: "job exec retry",
+    -4: "MOM initialisation aborted the job",
+}
+
+
 class OpenPBSDialect(PBSDialect):
     """OpenPBS / PBS Pro (checked against 23.06.06)."""
 
@@ -94,8 +101,7 @@ class OpenPBSDialect(PBSDialect):
     max_named_ids = 1000
     force_delete = ("-W", "force")
     exec_codes = {
-        -1: "job exec failed before files", -2: "job exec failed after files", -3: "job exec retry",
-        -4: "MOM initialisation aborted the job", -10: "invalid uid/gid for the job",
+        **COMMON_EXEC_CODES, -10: "invalid uid/gid for the job",
         -11: "job rerun", -17: "a hook rejected the job", -19: "a hook deleted the job",
         -20: "mother superior connection failed", -24: "ncpus (burst) limit exceeded",
         -25: "ncpus (sum) limit exceeded", -26: "vmem limit exceeded", -27: "mem limit exceeded",
@@ -149,8 +155,7 @@ class TorqueDialect(PBSDialect):
     max_named_ids = 10
     force_delete = ("-W", "0")
     exec_codes = {
-        -1: "job exec failed before files", -2: "job exec failed after files", -3: "job exec retry",
-        -4: "MOM initialisation aborted the job", -8: "exec() of the command failed",
+        **COMMON_EXEC_CODES, -8: "exec() of the command failed",
         -9: "could not open the output files", -10: "memory limit exceeded",
         -11: "walltime limit exceeded", -12: "cput limit exceeded", -13: "cgroups creation failed",
         -14: "prologue failed",
