@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 _KEYS = ("cpupercent", "cput", "mem", "vmem", "ncpus", "walltime")
 
 
@@ -43,20 +45,18 @@ def format_usage(
     cpupercent: int | None = None,
 ) -> bytes:
     """Build the ``resource_usage`` bytes; items given as None are left out."""
-    items: list[str] = []
-    if cpupercent is not None:
-        items.append(f"cpupercent={int(cpupercent)}")
-    if cput is not None:
-        items.append(f"cput={hms(cput)}")
-    if mem_kb is not None:
-        items.append(f"mem={int(mem_kb)}kb")
-    if vmem_kb is not None:
-        items.append(f"vmem={int(vmem_kb)}kb")
-    if ncpus is not None:
-        items.append(f"ncpus={int(ncpus)}")
-    if walltime is not None:
-        items.append(f"walltime={hms(walltime)}")
-    return " ".join(items).encode("ascii")
+    items: tuple[tuple[str, float | None, Callable[[float], str]], ...] = (
+        ("cpupercent", cpupercent, _int), ("cput", cput, hms), ("mem", mem_kb, _kb),
+        ("vmem", vmem_kb, _kb), ("ncpus", ncpus, _int), ("walltime", walltime, hms))
+    return " ".join(f"{name}={fmt(value)}" for name, value, fmt in items if value is not None).encode("ascii")
+
+
+def _int(value: float) -> str:
+    return str(int(value))
+
+
+def _kb(value: float) -> str:
+    return f"{int(value)}kb"
 
 
 def parse_usage(data: bytes) -> dict[str, str]:
