@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from . import docker_harness as dh
+from .harness_errors import run_or_report
 from .images import build_image, docker_client, ensure_base_image
 from .incontainer import suite_command
 from .registry import TARGETS
@@ -268,14 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(line: str) -> None:
         print(f"[bridge] {line}", flush=True)
 
-    try:
-        lab = start_lab(drms, log)
-    except dh.SourceUnavailable as exc:
-        print(f"SKIPPED: {drms} through the bridge: {str(exc).splitlines()[0]}", flush=True)
-        return 0
-    except dh.HarnessError as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+    lab = run_or_report(f"{drms} through the bridge", lambda: start_lab(drms, log))
+    if isinstance(lab, int):
+        return lab
     results: dict[str, int] = {}
     try:
         for mode in modes:

@@ -4,7 +4,13 @@ each other."""
 
 from __future__ import annotations
 
-__all__ = ["HarnessError", "ImageUnavailable", "SourceUnavailable"]
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+__all__ = ["HarnessError", "ImageUnavailable", "SourceUnavailable", "run_or_report"]
+
+_T = TypeVar("_T")
 
 
 class HarnessError(Exception):
@@ -17,3 +23,17 @@ class ImageUnavailable(HarnessError):
 
 class SourceUnavailable(ImageUnavailable):
     """The image builds from an upstream source that is not here and may not be downloaded."""
+
+
+def run_or_report(what: str, run: Callable[[], _T]) -> _T | int:
+    """``run()``, for the harness's command lines: when it raises :class:`SourceUnavailable`,
+    print ``SKIPPED: <what>: <reason>`` and give exit status 0; for another :class:`HarnessError`,
+    print one ``error:`` line on stderr and give 2."""
+    try:
+        return run()
+    except SourceUnavailable as exc:
+        print(f"SKIPPED: {what}: {str(exc).splitlines()[0]}", flush=True)
+        return 0
+    except HarnessError as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2

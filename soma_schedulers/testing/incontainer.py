@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import docker_harness as dh
+from .harness_errors import run_or_report
 from .registry import IN_CONTAINER_TYPES, TARGETS
 
 __all__ = ["COMMANDS", "IN_CONTAINER_ONLY", "main", "run_in_cluster", "suite_command"]
@@ -175,14 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(line: str) -> None:
         print(f"[incontainer] {line}", flush=True)
 
-    try:
-        return run_in_cluster(name, command, log, install)
-    except dh.SourceUnavailable as exc:
-        print(f"SKIPPED: cluster {name}: {str(exc).splitlines()[0]}", flush=True)
-        return 0
-    except dh.HarnessError as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+    return run_or_report(f"cluster {name}", lambda: run_in_cluster(name, command, log, install))
 
 
 if __name__ == "__main__":
