@@ -38,9 +38,7 @@ within its timeout.
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -153,9 +151,7 @@ class BridgeLab:
 
 
 def _labels() -> dict[str, str]:
-    pid = os.getpid()
-    return {dh.HARNESS_LABEL: "1", dh._L_PID: str(pid), dh._L_PIDSTART: dh._proc_start(pid),
-            dh._L_HOST: socket.gethostname(), dh._L_ROLE: "engine"}
+    return dh.owner_labels(**{dh.ROLE_LABEL: "engine"})
 
 
 def ensure_engine_image(log: Callable[[str], None]) -> None:

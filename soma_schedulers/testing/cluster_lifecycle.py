@@ -34,7 +34,7 @@ from .cluster_specs import CLUSTERS, ClusterSpec
 from .harness_errors import HarnessError, ImageUnavailable
 from .images import LogFunc, docker_client
 
-__all__ = ["HARNESS_LABEL", "SOURCE_MOUNT", "DrmsCluster", "attach_cluster", "cleanup_stale", "docker_available",
+__all__ = ["HARNESS_LABEL", "ROLE_LABEL", "SOURCE_MOUNT", "DrmsCluster", "attach_cluster", "cleanup_stale", "docker_available", "owner_labels",
            "source_mounts", "source_root", "start_cluster"]
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ _L_PIDSTART = "org.soma-schedulers.pidstart"
 _L_HOST = "org.soma-schedulers.host"
 _L_CLUSTER = "org.soma-schedulers.cluster"
 _L_SHARED = "org.soma-schedulers.shared-dir"
-_L_ROLE = "org.soma-schedulers.role"
+ROLE_LABEL = "org.soma-schedulers.role"
 
 _STOP_TIMEOUT = 30
 
@@ -98,6 +98,14 @@ def docker_available() -> tuple[bool, str]:
 
 
 # --------------------------------------------------------------------------- process identity
+
+
+def owner_labels(**more: str) -> dict[str, str]:
+    """The labels of a container this process owns (:func:`cleanup_stale` removes it once the
+    process is gone), plus ``more`` (keys: the label names)."""
+    pid = os.getpid()
+    return {HARNESS_LABEL: "1", _L_PID: str(pid), _L_PIDSTART: _proc_start(pid), _L_HOST: socket.gethostname(),
+            **more}
 
 
 def _proc_start(pid: int) -> str:
@@ -322,8 +330,7 @@ def _remove_shared_dir(client: Any, path: str, image: str, log: LogFunc) -> None
         client.containers.run(
             image, entrypoint=["find", path, "-mindepth", "1", "-delete"], user="root",
             volumes={path: {"bind": path, "mode": "rw"}}, remove=True,
-            labels={HARNESS_LABEL: "1", _L_PID: str(os.getpid()), _L_HOST: socket.gethostname(),
-                    _L_PIDSTART: _proc_start(os.getpid())},
+            labels=owner_labels(),
         )
     shutil.rmtree(path, ignore_errors=True)
     if os.path.exists(path):
@@ -382,13 +389,7 @@ def start_cluster(name: str, log: LogFunc = _default_log, name_suffix: str = "",
 
     pid = os.getpid()
     base = _sanitize(f"soma-{spec.name}-{pid}{('-' + name_suffix) if name_suffix else ''}-{next(_counter)}")
-    labels = {
-        HARNESS_LABEL: "1",
-        _L_PID: str(pid),
-        _L_PIDSTART: _proc_start(pid),
-        _L_HOST: socket.gethostname(),
-        _L_CLUSTER: spec.name,
-    }
+    labels = owner_labels(**{_L_CLUSTER: spec.name})
     root = os.environ.get(SHARED_ROOT_ENV) or None
     shared_dir = os.path.realpath(tempfile.mkdtemp(prefix=f"{base}-shared-", dir=root))
     os.chmod(shared_dir, 0o1777)
@@ -423,7 +424,7 @@ def start_cluster(name: str, log: LogFunc = _default_log, name_suffix: str = "",
                 hostname=node.hostname,
                 environment={**spec.environment, **node.environment},
                 working_dir=shared_dir,
-                labels={**labels, _L_ROLE: node.role},
+                labels={**labels, ROLE_LABEL: node.role},
                 host_config=host_config,
                 networking_config=networking,
                 detach=True,

@@ -43,29 +43,21 @@ from .cluster_images import (
     check_upstream_source,
     containers_dir,
 )
-
-# the labels and the process identity, private but used by testing.bridge's engine containers
-from .cluster_lifecycle import _L_CLUSTER as _L_CLUSTER
-from .cluster_lifecycle import _L_HOST as _L_HOST
-from .cluster_lifecycle import _L_PID as _L_PID
-from .cluster_lifecycle import _L_PIDSTART as _L_PIDSTART
-from .cluster_lifecycle import _L_ROLE as _L_ROLE
-from .cluster_lifecycle import _L_SHARED as _L_SHARED
 from .cluster_lifecycle import (
     HARNESS_LABEL,
     READY_TIMEOUT_ENV,
+    ROLE_LABEL,
     SHARED_ROOT_ENV,
     SOURCE_MOUNT,
     DrmsCluster,
     attach_cluster,
     cleanup_stale,
     docker_available,
+    owner_labels,
     source_mounts,
     source_root,
     start_cluster,
 )
-from .cluster_lifecycle import _pid_alive as _pid_alive
-from .cluster_lifecycle import _proc_start as _proc_start
 from .cluster_specs import (
     CLUSTERS,
     PBS_COMMANDS,
@@ -86,6 +78,7 @@ __all__ = [
     "LAYOUTS",
     "PBS_COMMANDS",
     "READY_TIMEOUT_ENV",
+    "ROLE_LABEL",
     "SGE_COMMANDS",
     "SHARED_ROOT_ENV",
     "SKIP_BUILD_ENV",
@@ -110,6 +103,7 @@ __all__ = [
     "docker_client",
     "ensure_base_image",
     "image_exists",
+    "owner_labels",
     "source_mounts",
     "source_root",
     "start_cluster",
