@@ -18,6 +18,7 @@ import types
 from collections import namedtuple
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -605,17 +606,17 @@ def test_drmaa_fault_kinds(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
     jt.remoteCommand, jt.args = "/bin/true", []
     for kind, reaches in (("fail", False), ("hang", False), ("lost", True)):
         plan = FaultPlan(rate=1.0, kinds=(kind,), hang_seconds=0.01)
-        wrapped = dm.DrmaaScheduler.__new__(dm.DrmaaScheduler)
-        wrapped._open, wrapped._drmaa = lambda: session, sys.modules["drmaa"]  # type: ignore[method-assign]
-        inject_drmaa_faults(wrapped, plan)
+        host = SimpleNamespace(drmaa=sys.modules["drmaa"], session_wrapper=None)  # the hooks it uses
+        inject_drmaa_faults(host, plan)
+        faulty_session = host.session_wrapper(session)
         before = len(drms.templates)
         with pytest.raises(errors.DrmCommunicationException, match=f"injected {kind}"):
-            wrapped._open().runJob(jt)
+            faulty_session.runJob(jt)
         assert len(drms.templates) - before == int(reaches), kind
         with pytest.raises(errors.DrmCommunicationException):
-            wrapped._open().wait("1", 0)
+            faulty_session.wait("1", 0)
         assert plan.counts == ({"lost": 1, "fail": 1} if kind == "lost" else {kind: 2})  # wait: never lost
-        assert wrapped._open().createJobTemplate() is not None  # not a DRMS call: never faulted
+        assert faulty_session.createJobTemplate() is not None  # not a DRMS call: never faulted
 
 
 def test_lost_runjob_is_found_by_its_name(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:

@@ -208,13 +208,8 @@ def inject_drmaa_faults(scheduler: Any, plan: FaultPlan) -> FaultPlan:
     unknown = set(plan.kinds) - set(DRMAA_KINDS)
     if unknown:
         raise ValueError(f"fault kinds {sorted(unknown)} do not apply to DRMAA calls (use {DRMAA_KINDS})")
-    real_open = scheduler._open
-    errors = scheduler._drmaa.errors
-
-    def faulty_open() -> Any:
-        return _FaultySession(real_open(), errors, plan)
-
-    scheduler._open = faulty_open
+    errors = scheduler.drmaa.errors
+    scheduler.session_wrapper = lambda session: _FaultySession(session, errors, plan)
     return plan
 
 

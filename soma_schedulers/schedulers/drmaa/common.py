@@ -1,5 +1,5 @@
 """What every part of the ``drmaa`` backend shares: loading the ``drmaa`` package, job names,
-DRMAA's resource usage and signals, the states of a live job, the errors."""
+DRMAA's resource usage and signals, a job's end as an Observation, the states of a live job, the errors."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ import importlib.util
 import os
 import re
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
+from typing import Any
 
 from ... import constants as C
 from ...errors import DRMError, SchedulerUnavailableError
+from ...polled import Observation
+from ...scripts import LAUNCH_ERROR_EXIT
 from ...usage import format_usage, memory_to_kb, parse_hms
 
 __all__ = [
-    "LIVE", "TOKEN_MARK", "TRANSIENT_ERRORS", "LookupFailed", "drmaa_unavailable_reason", "import_drmaa",
+    "LIVE", "TOKEN_MARK", "TRANSIENT_ERRORS", "LookupFailed", "drmaa_unavailable_reason", "end_observation",
+    "import_drmaa",
     "job_name", "number", "one_line", "signal_number", "usage_from_rusage",
 ]
 
@@ -128,3 +132,29 @@ def signal_number(name: str) -> int | None:
         return int(signal.Signals[name if name.startswith("SIG") else "SIG" + name])
     except KeyError:
         return None
+
+
+def end_observation(info: Any, killed: bool, launch_error: Callable[[], str | None]) -> Observation:
+    """A DRMAA ``JobInfo`` as an ended Observation: ``killed`` when this scheduler terminated the
+    job; ``launch_error()`` says why the script could not start its command (exit 127)."""
+    rusage = dict(getattr(info, "resourceUsage", None) or {})
+    start = number(rusage.get("start_time", ""))
+    started = None if start is None else start > 0
+    obs = Observation(C.DONE, ended=True, started=started,
+                      usage=usage_from_rusage(rusage) if started is not False else None)
+    # slurm-drmaa runs the command under a bash that turns a death by signal N into exit
+    # 128+N, and reports that as exited *and* signalled: the signal wins.
+    sig = signal_number(str(info.terminatedSignal)) if info.hasSignal else None
+    if killed or info.wasAborted:
+        obs.cancelled = True
+    elif sig is not None:
+        obs.term_sig = sig
+    elif info.hasExited:
+        obs.exit_code = int(info.exitStatus)
+        if obs.exit_code == LAUNCH_ERROR_EXIT:
+            obs.launch_error = launch_error()
+    elif info.hasSignal:
+        obs.aborted = f"the job died of signal {info.terminatedSignal!r}"
+    else:
+        obs.aborted = "DRMAA reports neither an exit code nor a signal"
+    return obs

@@ -84,7 +84,6 @@ from ...job import Job
 from ...polled import Observation, PolledScheduler
 from ...runner import CommandRunner
 from ...scheduler import CAPABILITIES
-from ...scripts import LAUNCH_ERROR_EXIT
 from . import session as shared
 from .attach import AttachedJobs
 from .common import (
@@ -93,12 +92,10 @@ from .common import (
     TRANSIENT_ERRORS,
     LookupFailed,
     drmaa_unavailable_reason,
+    end_observation,
     import_drmaa,
     job_name,
-    number,
     one_line,
-    signal_number,
-    usage_from_rusage,
 )
 from .family import Family
 from .scripts import JobScripts
@@ -149,6 +146,8 @@ class DrmaaScheduler(PolledScheduler):
         self._attached: AttachedJobs | None = None  # how attached jobs are observed (.attach)
         self._family: Family | None = None
         self._session: Any = None
+        #: Applied to the session each DRMAA call goes through (fault injection: testing.faults).
+        self.session_wrapper: Callable[[Any], Any] | None = None
         self.wake()
 
     @classmethod
@@ -195,10 +194,15 @@ class DrmaaScheduler(PolledScheduler):
                 self._session = None
                 shared.SESSION.release(id(self))
 
+    @property
+    def drmaa(self) -> Any:
+        """The ``drmaa`` package (its ``errors``, ``JobControlAction``...), imported when built."""
+        return self._drmaa
+
     def _open(self) -> Any:
         if self._session is None or self.is_sleeping:
             self.wake()
-        return self._session
+        return self.session_wrapper(self._session) if self.session_wrapper else self._session
 
     def _transient(self) -> tuple[type[BaseException], ...]:
         errors = self._drmaa.errors
@@ -433,28 +437,7 @@ class DrmaaScheduler(PolledScheduler):
 
     def observe_end(self, job_id: str, info: Any) -> Observation:
         """A DRMAA ``JobInfo`` as an ended Observation (the contract's table is applied by the base)."""
-        rusage = dict(getattr(info, "resourceUsage", None) or {})
-        start = number(rusage.get("start_time", ""))
-        started = None if start is None else start > 0
-        killed = job_id in self._terminated
-        obs = Observation(C.DONE, ended=True, started=started,
-                          usage=usage_from_rusage(rusage) if started is not False else None)
-        # slurm-drmaa runs the command under a bash that turns a death by signal N into exit
-        # 128+N, and reports that as exited *and* signalled: the signal wins.
-        sig = signal_number(str(info.terminatedSignal)) if info.hasSignal else None
-        if killed or info.wasAborted:
-            obs.cancelled = True
-        elif sig is not None:
-            obs.term_sig = sig
-        elif info.hasExited:
-            obs.exit_code = int(info.exitStatus)
-            if obs.exit_code == LAUNCH_ERROR_EXIT:
-                obs.launch_error = self.launch_error(job_id)
-        elif info.hasSignal:
-            obs.aborted = f"the job died of signal {info.terminatedSignal!r}"
-        else:
-            obs.aborted = "DRMAA reports neither an exit code nor a signal"
-        return obs
+        return end_observation(info, job_id in self._terminated, lambda: self.launch_error(job_id))
 
     def launch_error(self, job_id: str) -> str | None:
         """Why the job's script could not start its command, None when it could."""
