@@ -149,7 +149,7 @@ class DrmsCluster:
     ready_seconds: float
 
     def __init__(self, spec: ClusterSpec, client: Any, shared_dir: str, network: Any | None,
-                 log: LogFunc = _default_log) -> None:
+                 log: LogFunc = _default_log, owned: bool = True) -> None:
         self.spec = spec
         self.shared_dir = shared_dir
         self.containers = []
@@ -157,9 +157,10 @@ class DrmsCluster:
         self.ready_seconds = float("nan")
         self.hostnames: list[str] = []
         self._client = client
-        self._network = network
+        #: The cluster's own Docker network (multi-container layouts), None for one container.
+        self.network = network
         self._log = log
-        self._stopped = False
+        self._stopped = not owned  # a cluster attached from another process is not ours to stop
 
     # -- accessors --------------------------------------------------------
 
@@ -268,9 +269,9 @@ class DrmsCluster:
         for ctr in self.containers:
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 ctr.remove(force=True)
-        if self._network is not None:
+        if self.network is not None:
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                self._network.remove()
+                self.network.remove()
         _remove_shared_dir(self._client, self.shared_dir, image, self._log)
         self._log(f"cluster {self.spec.name} stopped in {time.monotonic() - t0:.1f} s")
 
@@ -279,7 +280,7 @@ class DrmsCluster:
         return {"spec": self.spec.name, "containers": [str(c.name) for c in self.containers],
                 "hostnames": list(self.hostnames), "shared_dir": self.shared_dir,
                 "command_prefix": list(self.command_prefix), "ready_seconds": self.ready_seconds,
-                "network": str(self._network.name) if self._network is not None else None}
+                "network": str(self.network.name) if self.network is not None else None}
 
     def __enter__(self) -> DrmsCluster:
         return self
@@ -303,7 +304,7 @@ def attach_cluster(info: dict[str, Any], log: LogFunc = _default_log, own: bool 
     if own and info.get("network"):
         with contextlib.suppress(docker.errors.NotFound):
             network = client.networks.get(info["network"])
-    cluster = DrmsCluster(CLUSTERS[info["spec"]], client, info["shared_dir"], network, log=log)
+    cluster = DrmsCluster(CLUSTERS[info["spec"]], client, info["shared_dir"], network, log=log, owned=own)
     for name in info["containers"]:
         try:
             cluster.containers.append(client.containers.get(name))
@@ -313,7 +314,6 @@ def attach_cluster(info: dict[str, Any], log: LogFunc = _default_log, own: bool 
     cluster.hostnames = list(info["hostnames"])
     cluster.command_prefix = list(info["command_prefix"])
     cluster.ready_seconds = float(info["ready_seconds"])
-    cluster._stopped = not own
     return cluster
 
 
@@ -400,7 +400,7 @@ def start_cluster(name: str, log: LogFunc = _default_log, name_suffix: str = "",
     try:
         if len(layout) > 1:
             network = client.networks.create(f"{base}-net", driver="bridge", labels=labels)
-            cluster._network = network
+            cluster.network = network
         timeout = float(os.environ.get(READY_TIMEOUT_ENV, "240"))
         log(f"starting cluster {spec.name} ({len(layout)} container(s), image {spec.image_tag}, "
             f"shared dir {shared_dir})")

@@ -152,7 +152,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _local_target(request: pytest.FixtureRequest, w: Wanted) -> Target:
     cfg_path = request.config.getoption("scheduler_config")
     cfg: Any = load_config(cfg_path) if cfg_path else None
-    workdir = Path(request.config._tmp_path_factory.mktemp(f"conf-{w.scheduler_type}"))  # type: ignore[attr-defined]
+    workdir = Path(request.getfixturevalue("tmp_path_factory").mktemp(f"conf-{w.scheduler_type}"))
     return Target(name=w.id, scheduler_type=w.scheduler_type,
                   make_scheduler=lambda: build_scheduler(w.scheduler_type, cfg), workdir=workdir,
                   python=sys.executable)
