@@ -1,6 +1,9 @@
-"""No import cycles: every module of ``soma_schedulers.testing`` imports alone in a fresh
+"""The rules of the house (docs/architecture.md), checked.
+
+No import cycle: every module of ``soma_schedulers.testing`` imports alone in a fresh
 interpreter, and the module-level import graph of the whole ``soma_schedulers`` package
-(read with :mod:`ast`, nothing imported) has no cycle."""
+(read with :mod:`ast`, nothing imported) has no cycle. No module reads another object's
+private names. No module is over 500 lines."""
 
 from __future__ import annotations
 
@@ -130,3 +133,45 @@ def test_module_imports_alone(module: str) -> None:
     proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
                           check=False, cwd=PACKAGE_DIR.parent)
     assert proc.returncode == 0, proc.stderr
+
+
+#: Underscore names of the standard library that are meant to be called.
+STDLIB_PRIVATE_OK = {"os._exit", "sys._getframe"}
+
+
+def _foreign_private_names(source: str) -> list[str]:
+    """``obj._name`` where ``obj`` is not ``self``, ``cls`` or ``super()``: another object's private
+    name (dunder names are not private)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Attribute) or not node.attr.startswith("_") or node.attr.startswith("__"):
+            continue
+        value = node.value
+        if isinstance(value, ast.Name) and value.id in ("self", "cls"):
+            continue
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "super":
+            continue
+        text = ast.unparse(node)
+        if text not in STDLIB_PRIVATE_OK:
+            found.append(f"{node.lineno}: {text}")
+    return found
+
+
+def test_the_scan_for_private_names_finds_them() -> None:
+    source = "def f(sched, self):\n    sched._records.clear()\n    self._ok = super()._ok\n    os._exit(0)\n"
+    assert _foreign_private_names(source) == ["2: sched._records"]
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_reads_another_objects_private_names(module: str) -> None:
+    """The rule of docs/architecture.md: a class uses other classes' public hooks only."""
+    assert _foreign_private_names(MODULES[module].read_text()) == []
+
+
+#: The house's size limit for one module (docs/architecture.md, "Rules of the house").
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_is_over_the_size_limit() -> None:
+    sizes = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
+    assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}
