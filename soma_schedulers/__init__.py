@@ -14,6 +14,7 @@ from __future__ import annotations
 from . import constants
 from .config import BridgeConfig, SchedulerConfig, load_config
 from .errors import (
+    ArraysRefused,
     BridgeError,
     CommandError,
     CommandNotFoundError,
@@ -34,6 +35,7 @@ from .scheduler import ExitInfo, Scheduler, build_scheduler, get_scheduler_imple
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArraysRefused",
     "BridgeConfig",
     "BridgeError",
     "CommandError",

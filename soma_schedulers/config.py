@@ -118,8 +118,16 @@ class SchedulerConfig:
     undetermined_timeout: float = 300.0
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: ``"auto"``: jobs of one ``job_submission`` call that share their DRMS-level settings go
+    #: in job arrays (at least ``array_min_size`` of them); ``"never"``: one submission each.
+    arrays: str = "auto"
+    array_min_size: int = 2
 
     def __post_init__(self) -> None:
+        if self.arrays not in ("auto", "never"):
+            raise ConfigurationError(f"arrays must be auto or never, got {self.arrays!r}")
+        if self.array_min_size < 1:
+            raise ConfigurationError(f"array_min_size must be >= 1, got {self.array_min_size}")
         for name in ("cpu_nb", "max_cpu_nb", "command_retries"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -225,6 +233,7 @@ _NUMERIC_KEYS: dict[str, tuple[str, Any]] = {
     "command_retries": ("command_retries", _int),
     "status_cache_seconds": ("status_cache_seconds", _float),
     "undetermined_timeout": ("undetermined_timeout", _float),
+    "array_min_size": ("array_min_size", _int),
 }
 #: INI key -> (BridgeConfig field, converter), for the keys that need no more than a conversion.
 _BRIDGE_KEYS: dict[str, tuple[str, Any]] = {
@@ -271,6 +280,8 @@ def config_from_mapping(values: Mapping[str, Any], *, source: str = "configurati
         elif key in _NUMERIC_KEYS:
             field_name, convert = _NUMERIC_KEYS[key]
             kw[field_name] = convert(where, value)
+        elif key == "arrays":
+            kw["arrays"] = _text(where, value).lower()
         elif key == "out_of_container":
             bridge["mode"] = _text(where, value).lower()
         elif key == "bridge_command":

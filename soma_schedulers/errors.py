@@ -59,6 +59,11 @@ class SubmissionError(DRMError):
     """The DRMS refused a job; the message is the DRMS's own."""
 
 
+class ArraysRefused(SubmissionError):
+    """The DRMS does not take job arrays here (``MaxArraySize=0``, arrays disabled by the site):
+    the jobs are submitted one by one instead (see :mod:`soma_schedulers.arrays`)."""
+
+
 class CommandError(DRMError):
     """A DRMS command exited with an error."""
 

@@ -18,15 +18,16 @@ from __future__ import annotations
 import abc
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import constants as C
+from .arrays import plan
 from .config import SchedulerConfig
-from .errors import CommandError, JobSpecError, SchedulerClosedError, UnknownJobError
+from .errors import ArraysRefused, CommandError, DRMError, JobSpecError, SchedulerClosedError, UnknownJobError
 from .exit_info import ExitInfo
-from .job import Job
+from .job import Job, as_job
 from .job_table import JobRecord, TableScheduler
 
 __all__ = ["Observation", "PolledRecord", "PolledScheduler", "same_user"]
@@ -94,6 +95,7 @@ class PolledScheduler(TableScheduler[PolledRecord]):
         self._poll_lock = threading.Lock()
         self._polled_at = float("-inf")
         self._closed = False
+        self._arrays_refused: str | None = None
 
     # -- what a backend implements ------------------------------------------------------
     @abc.abstractmethod
@@ -120,12 +122,72 @@ class PolledScheduler(TableScheduler[PolledRecord]):
 
     # -- submission ------------------------------------------------------------------------------
     def job_submission(self, jobs: Sequence[Any], signal_end: bool = True) -> list[str | None]:
-        def submit(job: Job) -> str:
-            job_id = self.submit_one(job)
-            self.job_table.add(PolledRecord(job_id, job.hold, signal_end and job.signal_end))
-            return job_id
+        """Submit ``jobs``: those that share their DRMS-level settings in job arrays when the backend
+        has them (:meth:`array_key`) and ``ARRAYS`` is ``auto``, the others one by one."""
+        ids: list[str | None] = [None] * len(jobs)
+        errors: list[str | None] = [None] * len(jobs)
+        valid: list[tuple[int, Job]] = []
+        for n, obj in enumerate(jobs):
+            try:
+                job = as_job(obj)
+            except DRMError as exc:
+                errors[n] = str(exc)
+                continue
+            if job.is_engine_execution:
+                ids[n] = self.submit_engine_job(job.signal_end and signal_end)
+            else:
+                valid.append((n, job))
+        arrays_on = self.config.arrays == "auto" and self._arrays_refused is None
+        planned = plan(valid, self.array_key if arrays_on else lambda _job: None,
+                       self.config.array_min_size, self.max_array_size() if arrays_on else 0)
+        singles = list(planned.singles)
+        for group in planned.arrays:
+            try:
+                got = self.submit_array([job for _n, job in group])
+            except ArraysRefused as exc:
+                self._arrays_refused = str(exc)
+                if self.logger:
+                    self.logger.warning("job arrays are not used from now on: %s", exc)
+                singles += group
+                continue
+            except DRMError as exc:
+                for n, _job in group:
+                    errors[n] = str(exc)
+                continue
+            for (n, job), job_id in zip(group, got, strict=True):
+                ids[n] = self._track_new(job_id, job, signal_end)
+        for n, job in sorted(singles, key=lambda item: item[0]):
+            try:
+                ids[n] = self._track_new(self.submit_one(job), job, signal_end)
+            except DRMError as exc:
+                errors[n] = str(exc)
+        self.set_submission_errors(errors)
+        return ids
 
-        return self.submit_each(jobs, submit)
+    def _track_new(self, job_id: str, job: Job, signal_end: bool) -> str:
+        self.job_table.add(PolledRecord(job_id, job.hold, signal_end and job.signal_end))
+        return job_id
+
+    # -- job arrays (a backend that has them overrides these) ------------------------------------
+    def array_key(self, job: Job) -> Hashable | None:
+        """What jobs must share to go in one array of this DRMS (queue, native specification,
+        parallel settings, hold...), None for a job that never goes in one. Default: no arrays."""
+        return None
+
+    def max_array_size(self) -> int:
+        """How many tasks one array may hold here (the DRMS's limit; 0: arrays not used)."""
+        return 0
+
+    def submit_array(self, jobs: Sequence[Job]) -> list[str]:
+        """Submit ``jobs`` (same :meth:`array_key`) as one array; the tasks' ids, in order. Raise
+        :class:`ArraysRefused` when the DRMS takes no arrays here (the jobs then go one by one, and so
+        do later ones), another :class:`DRMError` to fail exactly these jobs with its message."""
+        raise ArraysRefused(f"{type(self).__name__} has no job arrays")
+
+    @property
+    def arrays_refused(self) -> str | None:
+        """Why this instance stopped using arrays (the DRMS refused one), None while it uses them."""
+        return self._arrays_refused
 
     def track_job(self, job_id: str, signal_end: bool = True) -> None:
         """Follow ``job_id`` without asking the DRMS whether it exists (a job that it does not know

@@ -263,10 +263,12 @@ class Scheduler(abc.ABC):
             except DRMError as exc:
                 ids.append(None)
                 errors.append(str(exc))
-        self._set_submission_errors(errors)
+        self.set_submission_errors(errors)
         return ids
 
-    def _set_submission_errors(self, errors: list[str | None]) -> None:
+    def set_submission_errors(self, errors: list[str | None]) -> None:
+        """Keep, for this thread's :attr:`last_submission_errors`, why each job of the last
+        ``job_submission`` was not submitted (None: it was); log each reason at ERROR."""
         self._tls.errors = errors
         for i, err in enumerate(errors):
             if err is not None and self.logger is not None:

@@ -35,7 +35,7 @@ class Recording(Scheduler):
             bad = isinstance(job, dict) and not job.get("command")
             ids.append(None if bad else f"r{len(self.seen)}-{len(ids)}")
             errors.append("refused: empty" if bad else None)
-        self._set_submission_errors(errors)
+        self.set_submission_errors(errors)
         return ids
 
     def get_job_status(self, scheduler_job_id: str) -> str:

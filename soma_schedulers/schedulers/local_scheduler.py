@@ -94,7 +94,7 @@ class LocalScheduler(TableScheduler[_Record]):
                     self._queue.append(rec)
             self._spawn_workers_locked()
             self._cond.notify(len(accepted))
-        self._set_submission_errors(errors)
+        self.set_submission_errors(errors)
         return ids
 
     def _spawn_workers_locked(self) -> None:

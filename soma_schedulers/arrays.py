@@ -1,0 +1,70 @@
+"""Bulk submission through job arrays: which jobs of one ``job_submission`` go together, and the
+one script that carries each task's own job script.
+
+A polled backend that has arrays says what jobs must share to go in one array
+(:meth:`~soma_schedulers.polled.PolledScheduler.array_key`: queue, native specification,
+parallel settings, hold...), how many tasks one array may hold
+(:meth:`~soma_schedulers.polled.PolledScheduler.max_array_size`), and submits one array
+(:meth:`~soma_schedulers.polled.PolledScheduler.submit_array`). :func:`plan` groups the jobs;
+:func:`array_script` writes the array's script: a ``case`` on the task index whose branches are
+the tasks' own scripts (each opens its own files, changes directory and runs its own argv with
+its own environment), so every job keeps its argv, env, paths and stdin byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+from .job import Job
+from .scripts import LAUNCH_ERROR_EXIT
+
+__all__ = ["Planned", "array_script", "plan"]
+
+
+@dataclass
+class Planned:
+    """The jobs of one ``job_submission`` call (by their position in the call): the arrays to
+    submit (each at most the DRMS's size, at least the minimum group size) and the jobs to
+    submit one by one."""
+
+    arrays: list[list[tuple[int, Job]]]
+    singles: list[tuple[int, Job]]
+
+
+def plan(jobs: Sequence[tuple[int, Job]], key_of: Callable[[Job], Hashable | None], min_size: int,
+         max_size: int) -> Planned:
+    """Group ``jobs`` by ``key_of`` (None: never in an array), in their order, into arrays of at most
+    ``max_size`` tasks; a group (or a last chunk) smaller than ``min_size`` is submitted one by one."""
+    groups: dict[Hashable, list[tuple[int, Job]]] = {}
+    singles: list[tuple[int, Job]] = []
+    for item in jobs:
+        key = key_of(item[1]) if max_size >= 1 else None
+        if key is None:
+            singles.append(item)
+        else:
+            groups.setdefault(key, []).append(item)
+    arrays: list[list[tuple[int, Job]]] = []
+    for members in groups.values():
+        for start in range(0, len(members), max_size):
+            chunk = members[start:start + max_size]
+            if len(chunk) >= min_size:
+                arrays.append(chunk)
+            else:
+                singles.extend(chunk)
+    singles.sort(key=lambda item: item[0])
+    return Planned(arrays, singles)
+
+
+def array_script(scripts: Sequence[str], index: str, first: int = 0, directives: Sequence[str] = ()) -> str:
+    """One ``/bin/sh`` script for an array whose task ``first + n`` runs ``scripts[n]`` (each a
+    complete job script of :func:`soma_schedulers.scripts.build_script`, written without
+    directives). ``index`` is the shell expression of the task's index (``$SLURM_ARRAY_TASK_ID``);
+    ``directives`` (``#SBATCH``/``#PBS`` lines) come first. An index with no task exits 127."""
+    lines = ["#!/bin/sh", *directives, f'case "{index}" in']
+    for n, script in enumerate(scripts):
+        body = script.split("\n", 1)[1] if script.startswith("#!") else script
+        lines += [f"{first + n})", body.rstrip("\n"), ";;"]
+    lines += [f"*) printf 'soma_schedulers: no job for array index %s\\n' \"{index}\" >&2; "
+              f"exit {LAUNCH_ERROR_EXIT};;", "esac", ""]
+    return "\n".join(lines)
