@@ -10,7 +10,6 @@ reason when Docker or the image is unavailable.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from image_clusters import start_or_skip  # tests/containers/image_clusters.py
 
 from soma_schedulers.testing import docker_harness as dh
 
@@ -26,14 +26,7 @@ pytestmark = pytest.mark.drms
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dh.DrmsCluster]:
-    ok, reason = dh.docker_available()
-    if not ok:
-        pytest.skip(f"docker unavailable: {reason}")
-    try:
-        c = dh.start_cluster("slurm", log=lambda line: print(line, flush=True),
-                             name_suffix=os.environ.get("PYTEST_XDIST_WORKER", ""))
-    except dh.ImageUnavailable as exc:
-        pytest.skip(f"slurm image unavailable: {exc}")
+    c = start_or_skip("slurm")
     yield c
     c.stop()
 
