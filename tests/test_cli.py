@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from cli_checks import one_line_error  # tests/cli_checks.py
 
 from soma_schedulers import cli
 from soma_schedulers.runner import container_markers
@@ -25,15 +26,6 @@ def cli_run(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None =
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "soma_schedulers", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=cwd)
-
-
-def one_line_error(out: subprocess.CompletedProcess[str], *words: str) -> str:
-    """The process exited 2 with exactly one line on stderr, which contains ``words``."""
-    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
-    assert out.stderr.count("\n") == 1 and out.stderr.startswith("soma-schedulers"), out.stderr
-    for word in words:
-        assert word in out.stderr, (word, out.stderr)
-    return out.stderr
 
 
 def write(path: Path, text: str, mode: int = 0o644) -> Path:

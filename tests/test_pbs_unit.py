@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from recorded_cases import ENDS  # tests/recorded_cases.py
 
 from soma_schedulers import Job, SchedulerConfig
 from soma_schedulers import constants as C
@@ -61,11 +62,7 @@ CLUSTERS = pytest.mark.parametrize("cluster", list(FLAVOURS))
 
 # case -> (status, exit_status, exit_value, term_sig) without any kill_job
 END_STATES = {
-    "finished_ok": (C.DONE, C.FINISHED_REGULARLY, 0, None),
-    "exit3": (C.DONE, C.FINISHED_REGULARLY, 3, None),
-    "self_sigterm": (C.DONE, C.FINISHED_TERM_SIG, None, 15),
-    "self_sigkill": (C.DONE, C.FINISHED_TERM_SIG, None, 9),
-    "launch_error": (C.FAILED, C.EXIT_ABORTED, 127, None),
+    **ENDS,
     "walltime_killed": (C.FAILED, C.EXIT_ABORTED, None, None),
     "usage": (C.DONE, C.FINISHED_REGULARLY, 0, None),
     # deleted by someone else: the DRMS ended it

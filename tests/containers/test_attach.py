@@ -17,15 +17,14 @@ Run with ``pytest -m drms tests/containers/test_attach.py -s``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from image_clusters import Clusters, one_at_a_time  # tests/containers/image_clusters.py
 
 from soma_schedulers import constants as C
 from soma_schedulers.testing import docker_harness as dh
@@ -40,37 +39,7 @@ CLUSTERS = {"slurm": "host", "slurm-24.11": "host", "openpbs": "host", "torque":
 UNKNOWN = "999999"
 
 
-class Clusters:
-    """One cluster at a time: asking for another stops the current one."""
-
-    def __init__(self) -> None:
-        self.current: dh.DrmsCluster | None = None
-
-    def get(self, name: str) -> dh.DrmsCluster:
-        if self.current is not None and self.current.spec.name == name:
-            return self.current
-        self.stop()
-        try:
-            self.current = dh.start_cluster(name, log=lambda line: print(line, flush=True), mount_source=True,
-                                            name_suffix=os.environ.get("PYTEST_XDIST_WORKER", ""))
-        except dh.ImageUnavailable as exc:
-            pytest.skip(f"{name} image unavailable: {exc}")
-        return self.current
-
-    def stop(self) -> None:
-        if self.current is not None:
-            self.current.stop()
-            self.current = None
-
-
-@pytest.fixture(scope="module")
-def clusters() -> Iterator[Clusters]:
-    ok, reason = dh.docker_available()
-    if not ok:
-        pytest.skip(f"docker unavailable: {reason}")
-    holder = Clusters()
-    yield holder
-    holder.stop()
+clusters = one_at_a_time()
 
 
 class Steps:

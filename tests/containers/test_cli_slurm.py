@@ -10,7 +10,6 @@ reason when Docker or the image is unavailable.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_checks import one_line_error  # tests/cli_checks.py
+from image_clusters import start_or_skip  # tests/containers/image_clusters.py
 
 from soma_schedulers.testing import docker_harness as dh
 
@@ -26,14 +27,7 @@ pytestmark = pytest.mark.drms
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dh.DrmsCluster]:
-    ok, reason = dh.docker_available()
-    if not ok:
-        pytest.skip(f"docker unavailable: {reason}")
-    try:
-        c = dh.start_cluster("slurm", log=lambda line: print(line, flush=True),
-                             name_suffix=os.environ.get("PYTEST_XDIST_WORKER", ""))
-    except dh.ImageUnavailable as exc:
-        pytest.skip(f"slurm image unavailable: {exc}")
+    c = start_or_skip("slurm")
     yield c
     c.stop()
 
@@ -55,14 +49,6 @@ def cli(ini: Path, action: str, *args: str, timeout: float = 240) -> subprocess.
     return subprocess.run([sys.executable, "-m", "soma_schedulers", action, "-c", str(ini), "--section", "cluster",
                            *args], capture_output=True, encoding="utf-8", errors="surrogateescape",
                           timeout=timeout)
-
-
-def one_line_error(out: subprocess.CompletedProcess[str], *words: str) -> str:
-    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
-    assert out.stderr.count("\n") == 1 and out.stderr.startswith("soma-schedulers: "), out.stderr
-    for word in words:
-        assert word in out.stderr, (word, out.stderr)
-    return out.stderr
 
 
 def leftovers(cluster: dh.DrmsCluster) -> list[str]:

@@ -7,12 +7,12 @@ process-group kill, and that every rank exits, after a normal end and after an e
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from image_clusters import start_or_skip  # tests/containers/image_clusters.py
 
 from soma_schedulers.testing import docker_harness as dh
 
@@ -23,14 +23,7 @@ RUNNER = ["python3", "-m", "soma_schedulers.schedulers.mpi_scheduler"]
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dh.DrmsCluster]:
-    ok, reason = dh.docker_available()
-    if not ok:
-        pytest.skip(f"docker unavailable: {reason}")
-    try:
-        c = dh.start_cluster("mpi", log=lambda line: print(line, flush=True), mount_source=True,
-                             name_suffix=os.environ.get("PYTEST_XDIST_WORKER", ""))
-    except dh.ImageUnavailable as exc:
-        pytest.skip(f"mpi image unavailable: {exc}")
+    c = start_or_skip("mpi", mount_source=True)
     yield c
     c.stop()
 

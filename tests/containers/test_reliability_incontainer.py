@@ -21,10 +21,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from image_clusters import Clusters, one_at_a_time  # tests/containers/image_clusters.py
 
 from soma_schedulers.testing import docker_harness as dh
 
@@ -51,37 +51,7 @@ RESTART_EXECD = "; ".join([
     "/usr/sbin/sge_execd", "sleep 5", _UNTIL.format(n=600, cond=_EXECD_KNOWN), "qmod -e all.q"])
 
 
-class Clusters:
-    """One cluster at a time (2 cores): asking for another stops the current one."""
-
-    def __init__(self) -> None:
-        self.current: dh.DrmsCluster | None = None
-
-    def get(self, name: str) -> dh.DrmsCluster:
-        if self.current is not None and self.current.spec.name == name:
-            return self.current
-        self.stop()
-        try:
-            self.current = dh.start_cluster(name, log=lambda line: print(line, flush=True), mount_source=True,
-                                            name_suffix=os.environ.get("PYTEST_XDIST_WORKER", ""))
-        except dh.ImageUnavailable as exc:
-            pytest.skip(f"{name} image unavailable: {exc}")
-        return self.current
-
-    def stop(self) -> None:
-        if self.current is not None:
-            self.current.stop()
-            self.current = None
-
-
-@pytest.fixture(scope="module")
-def clusters() -> Iterator[Clusters]:
-    ok, reason = dh.docker_available()
-    if not ok:
-        pytest.skip(f"docker unavailable: {reason}")
-    holder = Clusters()
-    yield holder
-    holder.stop()
+clusters = one_at_a_time()
 
 
 class Inside:
