@@ -33,21 +33,24 @@ class Planned:
 
 
 def plan(jobs: Sequence[tuple[int, Job]], key_of: Callable[[Job], Hashable | None], min_size: int,
-         max_size: int) -> Planned:
+         max_size: Callable[[], int]) -> Planned:
     """Group ``jobs`` by ``key_of`` (None: never in an array), in their order, into arrays of at most
-    ``max_size`` tasks; a group (or a last chunk) smaller than ``min_size`` is submitted one by one."""
+    ``max_size()`` tasks (asked only when a group is large enough; 0: no arrays); a group (or a last
+    chunk) smaller than ``min_size`` is submitted one by one."""
     groups: dict[Hashable, list[tuple[int, Job]]] = {}
     singles: list[tuple[int, Job]] = []
-    for item in jobs:
-        key = key_of(item[1]) if max_size >= 1 else None
-        if key is None:
-            singles.append(item)
-        else:
-            groups.setdefault(key, []).append(item)
+    for item in jobs if len(jobs) >= min_size else ():
+        key = key_of(item[1])
+        (singles if key is None else groups.setdefault(key, [])).append(item)
+    large = [members for members in groups.values() if len(members) >= min_size]
+    limit = max_size() if large else 0
+    if limit < 1:
+        return Planned([], list(jobs) if len(jobs) < min_size else sorted(
+            [*singles, *(item for members in groups.values() for item in members)], key=lambda item: item[0]))
     arrays: list[list[tuple[int, Job]]] = []
     for members in groups.values():
-        for start in range(0, len(members), max_size):
-            chunk = members[start:start + max_size]
+        for start in range(0, len(members), limit):
+            chunk = members[start:start + limit]
             if len(chunk) >= min_size:
                 arrays.append(chunk)
             else:

@@ -139,7 +139,7 @@ class PolledScheduler(TableScheduler[PolledRecord]):
                 valid.append((n, job))
         arrays_on = self.config.arrays == "auto" and self._arrays_refused is None
         planned = plan(valid, self.array_key if arrays_on else lambda _job: None,
-                       self.config.array_min_size, self.max_array_size() if arrays_on else 0)
+                       self.config.array_min_size, self.max_array_size if arrays_on else lambda: 0)
         singles = list(planned.singles)
         for group in planned.arrays:
             try:
@@ -183,6 +183,11 @@ class PolledScheduler(TableScheduler[PolledRecord]):
         :class:`ArraysRefused` when the DRMS takes no arrays here (the jobs then go one by one, and so
         do later ones), another :class:`DRMError` to fail exactly these jobs with its message."""
         raise ArraysRefused(f"{type(self).__name__} has no job arrays")
+
+    @property
+    def has_arrays(self) -> bool:
+        """Whether this backend submits job arrays (it overrides :meth:`submit_array`)."""
+        return type(self).submit_array is not PolledScheduler.submit_array
 
     @property
     def arrays_refused(self) -> str | None:

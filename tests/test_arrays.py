@@ -19,17 +19,24 @@ def _jobs(*queues: str | None) -> list[tuple[int, Job]]:
 
 
 def test_plan_groups_by_key_in_order_and_chunks_by_size() -> None:
-    planned = plan(_jobs("a", "b", "a", "a", "a", "b", None), lambda j: j.queue, min_size=2, max_size=3)
+    planned = plan(_jobs("a", "b", "a", "a", "a", "b", None), lambda j: j.queue, min_size=2, max_size=lambda: 3)
     # a: 4 jobs = an array of 3 + 1 left over (below min_size); b: 2 jobs, an array; None: alone
     assert [[n for n, _ in g] for g in planned.arrays] == [[0, 2, 3], [1, 5]]
     assert [n for n, _ in planned.singles] == [4, 6]
 
 
+def test_plan_asks_the_drms_limit_only_for_a_group_large_enough() -> None:
+    def never() -> int:
+        raise AssertionError("asked")
+
+    assert [n for n, _ in plan(_jobs("a", "b"), lambda j: j.queue, 2, never).singles] == [0, 1]
+
+
 def test_plan_min_and_max() -> None:
-    planned = plan(_jobs("a", "a", "b", "b", "b"), lambda j: j.queue, min_size=3, max_size=10)
+    planned = plan(_jobs("a", "a", "b", "b", "b"), lambda j: j.queue, min_size=3, max_size=lambda: 10)
     assert [[n for n, _ in g] for g in planned.arrays] == [[2, 3, 4]]
     assert [n for n, _ in planned.singles] == [0, 1]
-    assert plan(_jobs("a", "a"), lambda j: j.queue, 1, 0).arrays == []  # size 0: arrays off
+    assert plan(_jobs("a", "a"), lambda j: j.queue, 1, lambda: 0).arrays == []  # size 0: arrays off
 
 
 @pytest.mark.parametrize("index", [0, 1, 2, 7])

@@ -205,11 +205,11 @@ class SacctJob:
 def query_sacct(runner: CommandRunner, ids: Sequence[str], fields: Sequence[str],
                 select: Sequence[str] = ()) -> dict[str, SacctJob] | None:
     """One ``sacct -n -P`` for ``ids`` (``select``: other selecting options), its records by job id;
-    None when accounting storage is disabled. ``fields`` are sacct field names, ``JobIDRaw``
-    first; ``Comment`` (which may hold ``|``) can only be last. Lines cut short are dropped, and so
+    None when accounting storage is disabled. ``fields`` are sacct field names, ``JobIDRaw`` (or
+    ``JobID``, for array tasks: ``12_3``) first; ``Comment`` (which may hold ``|``) can only be last. Lines cut short are dropped, and so
     are steps without their job's line."""
-    if fields[0] != "JobIDRaw" or "Comment" in fields[:-1]:
-        raise ValueError(f"sacct fields must start with JobIDRaw and end with Comment if any: {fields}")
+    if fields[0] not in ("JobIDRaw", "JobID") or "Comment" in fields[:-1]:
+        raise ValueError(f"sacct fields must start with JobIDRaw or JobID and end with Comment if any: {fields}")
     out = run_sacct(runner, ids, ",".join(fields), select)
     if out is None:
         return None

@@ -20,13 +20,14 @@ import re
 import shlex
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import ClassVar
 
 from .. import constants as C
+from ..arrays import array_script
 from ..batch import CommandLineScheduler, Observation
 from ..config import SchedulerConfig
-from ..errors import CommandError, SubmissionError
+from ..errors import ArraysRefused, CommandError, SubmissionError
 from ..job import Job
 from ..scheduler import CAPABILITIES, OPTIONAL_CAPABILITIES
 from ..scripts import LAUNCH_ERROR_EXIT, build_script
@@ -49,6 +50,8 @@ __all__ = ["SlurmScheduler", "complete_lines", "parse_exit_code", "run_sacct", "
 LAUNCH_MARK = "soma_launch_error"
 TOKEN_MARK = "soma_token:"
 _JOB_ID = re.compile(r"\d+(_\d+)?")
+#: Slurm's default MaxArraySize (task indices 0 to 1000).
+DEFAULT_MAX_ARRAY_SIZE = 1001
 
 _ENDED = ENDED
 _ABORTED = ABORTED
@@ -68,6 +71,12 @@ _LIVE = {
     "RESV_DEL_HOLD": C.SYSTEM_ON_HOLD,
 }
 _NAME_BAD = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _tasks_apart(ids: Sequence[str]) -> list[str]:
+    """``-r`` when ``ids`` hold array tasks: squeue then lists an array's pending tasks one per line
+    (``12_4``), not as one range (``12_[4-9]``)."""
+    return ["-r"] if any("_" in i for i in ids) else []
 
 
 def decode_wait_status(raw: int) -> tuple[int | None, int | None]:
@@ -91,6 +100,8 @@ class SlurmScheduler(CommandLineScheduler):
         self._ended_seen: dict[str, float] = {}
         self._steps_running: dict[str, float] = {}  # job -> since when its ended record is incomplete
         self.accounting_grace = float(self.config.options.get("accounting_grace", 10.0))
+        self._max_array_size: int | None = None
+        self._cancelled_waiting: set[str] = set()  # array tasks cancelled while pending: they vanish
 
     # -- submission -------------------------------------------------------------------------
     def sbatch_argv(self, job: Job) -> list[str]:
@@ -113,18 +124,25 @@ class SlurmScheduler(CommandLineScheduler):
                 argv.append(f"--ntasks-per-node={cpus}")
         return argv
 
-    def job_script(self, job: Job) -> str:
-        """The private job script: ``#SBATCH`` lines from the native specification first."""
-        directives = [f"#SBATCH {item}" for item in self.native_specification_for(job)]
+    def directives(self, job: Job) -> list[str]:
+        """The ``#SBATCH`` lines of ``job``'s native specification."""
+        return [f"#SBATCH {item}" for item in self.native_specification_for(job)]
+
+    def job_script(self, job: Job, directives: bool = True) -> str:
+        """The private job script: ``#SBATCH`` lines from the native specification first
+        (``directives=False``: none, for a task of an array, whose script carries them)."""
+        # $SLURM_JOB_ID: an array task's own job id, whose Comment squeue shows for the task
         report = (
             'scontrol update JobId="$SLURM_JOB_ID" '
             f'Comment="{LAUNCH_MARK}: $soma_reason" >/dev/null 2>&1'
         )
-        return build_script(job, directives, report=report)
+        return build_script(job, self.directives(job) if directives else [], report=report)
 
     def submit_one(self, job: Job) -> str:
-        # surrogateescape: a str made from non-UTF-8 bytes (os.fsdecode) gives those bytes back
-        script = self.job_script(job).encode("utf-8", "surrogateescape")
+        return self._sbatch(self.sbatch_argv(job), self.job_script(job), "the job")
+
+    def _sbatch(self, argv: list[str], script: str, what: str) -> str:
+        """Run ``argv`` (an sbatch) with ``script`` on stdin; the job id (an array's: its own id)."""
         # A token in the job's Comment finds the job again when sbatch's answer is lost
         # (timeout, dropped connection, cut output): a submission is never retried blindly.
         token = f"{TOKEN_MARK}{uuid.uuid4().hex}"
@@ -134,21 +152,59 @@ class SlurmScheduler(CommandLineScheduler):
             return job_id if _JOB_ID.fullmatch(job_id) else None
 
         def refused(exc: CommandError) -> SubmissionError:
-            return SubmissionError(f"sbatch refused the job: {exc.stderr.strip() or exc}")
+            return SubmissionError(f"sbatch refused {what}: {exc.stderr.strip() or exc}")
 
-        return self.submit_with_token([*self.sbatch_argv(job), f"--comment={token}"], script, token,
-                                      job_id_of, refused)
+        # surrogateescape: a str made from non-UTF-8 bytes (os.fsdecode) gives those bytes back
+        return self.submit_with_token([*argv, f"--comment={token}"], script.encode("utf-8", "surrogateescape"),
+                                      token, job_id_of, refused)
 
     def job_with_token(self, token: str) -> str | None:
-        """The id of this user's job whose Comment is ``token`` (one ``squeue``)."""
+        """The id of this user's job (or array: its own id) whose Comment is ``token`` (one ``squeue``)."""
         out = self.runner.run(["squeue", "-h", "--me", "-t", "all", "-o", "%i|%k"]).stdout
         if out and not out.endswith("\n"):
             raise ValueError("squeue's listing was cut short")  # the job may be in the missing part
         for line in complete_lines(out):
             job_id, _, comment = line.partition("|")
-            if comment == token and _JOB_ID.fullmatch(job_id):
-                return job_id
+            base = job_id.partition("_")[0]  # an array's tasks: 12_3, 12_[4-9]
+            if comment == token and _JOB_ID.fullmatch(base):
+                return base
         return None
+
+    # -- job arrays -------------------------------------------------------------------------------
+    def array_key(self, job: Job) -> Hashable | None:
+        """Jobs with the same sbatch options but the name, and the same directives, share arrays."""
+        argv = [a for a in self.sbatch_argv(job) if not a.startswith("--job-name=")]
+        return (tuple(argv), tuple(self.directives(job)))
+
+    def max_array_size(self) -> int:
+        """``MaxArraySize`` of ``scontrol show config`` (asked once; its default, 1001, when the
+        answer cannot be read): the tasks of one array are numbered 0 to MaxArraySize - 1."""
+        if self._max_array_size is None:
+            try:
+                out = self.runner.run(["scontrol", "show", "config"]).stdout
+            except CommandError as exc:
+                if self.logger:
+                    self.logger.warning("cannot read MaxArraySize (%s): assuming Slurm's default, 1001", exc)
+                return DEFAULT_MAX_ARRAY_SIZE
+            found = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+            self._max_array_size = int(found.group(1)) if found else DEFAULT_MAX_ARRAY_SIZE
+        return self._max_array_size
+
+    def submit_array(self, jobs: Sequence[Job]) -> list[str]:
+        """One ``sbatch --array=0-N`` whose script runs task n's own job script (see
+        :mod:`soma_schedulers.arrays`). The array takes the jobs' name when they all have the
+        same, else none (Slurm has one name for every task of an array)."""
+        if self.max_array_size() < 1:
+            raise ArraysRefused("Slurm's MaxArraySize is 0: job arrays are disabled on this cluster")
+        names = {job.name for job in jobs}
+        argv = [a for a in self.sbatch_argv(jobs[0]) if not a.startswith("--job-name=")]
+        if len(names) == 1 and jobs[0].name:
+            argv.append("--job-name=" + _NAME_BAD.sub("_", jobs[0].name))
+        argv.append(f"--array=0-{len(jobs) - 1}")
+        script = array_script([self.job_script(job, directives=False) for job in jobs], "$SLURM_ARRAY_TASK_ID",
+                              directives=self.directives(jobs[0]))
+        array_id = self._sbatch(argv, script, f"the array of {len(jobs)} jobs")
+        return [f"{array_id}_{n}" for n in range(len(jobs))]
 
     # -- polling --------------------------------------------------------------------------------
     def query_jobs(self, ids: Sequence[str]) -> dict[str, Observation]:
@@ -210,7 +266,7 @@ class SlurmScheduler(CommandLineScheduler):
 
     def _squeue(self, ids: Sequence[str], owners: bool = False) -> str:
         fields = "%i|%T|%r|%S|%U|%k" if owners else "%i|%T|%r|%S|%k"  # the Comment last: it may hold "|"
-        argv = ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", fields]
+        argv = ["squeue", "-h", *_tasks_apart(ids), "-t", "all", "-j", ",".join(ids), "-o", fields]
         try:
             return self.runner.run(argv).stdout
         except CommandError as exc:
@@ -235,6 +291,9 @@ class SlurmScheduler(CommandLineScheduler):
                     obs[i] = Observation(C.RUNNING)
         if late:
             obs.update(self._squeue_exit_codes(late, ended))
+        for i in ids:  # an array task cancelled while pending vanishes from squeue and sacct
+            if i not in obs and i not in ended and i in self._cancelled_waiting:
+                obs[i] = Observation(C.DONE, ended=True, cancelled=True, started=False)
         for i in obs:
             if obs[i].ended:
                 self._comments.pop(i, None)
@@ -261,6 +320,8 @@ class SlurmScheduler(CommandLineScheduler):
     def _sacct(self, ids: list[str], owners: dict[str, str] | None = None,
                ended: Mapping[str, str] | None = None) -> dict[str, Observation]:
         fields = self.SACCT_FIELDS if owners is None else (*self.SACCT_FIELDS[:-1], "UID", "Comment")
+        if any("_" in i for i in ids):
+            fields = ("JobID", *fields[1:])  # an array task's record: JobID 12_3 (its JobIDRaw is its own)
         jobs = query_sacct(self.runner, ids, fields)
         if jobs is None:
             self._accounting = False
@@ -299,7 +360,8 @@ class SlurmScheduler(CommandLineScheduler):
 
     def _squeue_exit_codes(self, ids: list[str], ended: dict[str, str]) -> dict[str, Observation]:
         """Exit codes from squeue (raw wait status) when accounting cannot tell."""
-        argv = ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-O", "JobID:30,exit_code:16,TimeUsed:24,NodeList:200"]
+        argv = ["squeue", "-h", *_tasks_apart(ids), "-t", "all", "-j", ",".join(ids), "-O",
+                "JobID:30,exit_code:16,TimeUsed:24,NodeList:200"]
         try:
             out = self.runner.run(argv).stdout
         except CommandError as exc:
@@ -320,7 +382,12 @@ class SlurmScheduler(CommandLineScheduler):
 
     # -- cancel ---------------------------------------------------------------------------------------
     def cancel_job(self, job_id: str) -> None:
+        if "_" in job_id and self.last_status(job_id) in C.WAITING_STATES:
+            self._cancelled_waiting.add(job_id)  # a pending task cancelled alone leaves no record
         self.runner.run(["scancel", job_id])
+
+    def on_end(self, job_id: str) -> None:
+        self._cancelled_waiting.discard(job_id)
 
     def __repr__(self) -> str:
         prefix = shlex.join(self.runner.prefix) if self.runner.prefix else "local"
