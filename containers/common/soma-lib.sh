@@ -72,6 +72,30 @@ ready() { announce "SOMA-SCHEDULERS-READY $SOMA_NAME" "$@"; }
 # started KIND: "SOMA-SCHEDULERS-<KIND>-STARTED $SOMA_NAME $HOST" (a node container).
 started() { announce "SOMA-SCHEDULERS-$1-STARTED $SOMA_NAME $HOST"; }
 
+# soma_entrypoint NAME PREFIX ROLES TIMEOUT [LOGS]: the settings an entrypoint starts with
+# (after sourcing this library), from its variables <PREFIX>_ROLE and <PREFIX>_READY_TIMEOUT:
+#   SOMA_NAME  NAME
+#   ROLE       $<PREFIX>_ROLE, one of the words of ROLES (default: the first); else `fail`
+#   HOST       this host's name, without domain
+#   TIMEOUT    $<PREFIX>_READY_TIMEOUT: seconds before giving up (default TIMEOUT)
+#   SOMA_LOGS  LOGS, when given (quote the globs: they expand when `fail` tails the logs)
+soma_entrypoint() {
+    SOMA_NAME=$1
+    local role_var=$2_ROLE timeout_var=$2_READY_TIMEOUT roles=$3
+    # shellcheck disable=SC2034  # ROLE, HOST, TIMEOUT and SOMA_LOGS are for the entrypoint
+    {
+        ROLE=${!role_var:-${roles%% *}}
+        HOST=$(uname -n)
+        HOST=${HOST%%.*}
+        TIMEOUT=${!timeout_var:-$4}
+        [ $# -lt 5 ] || SOMA_LOGS=$5
+    }
+    case " $roles " in
+        *" $ROLE "*) ;;
+        *) fail "unknown $role_var=$ROLE (${roles// /, })" ;;
+    esac
+}
+
 # soma_stop: the SIGTERM/SIGINT handler: stop_daemons, then exit 0.
 soma_stop() {
     trap '' TERM INT

@@ -20,16 +20,11 @@
 # Extra arguments are run as a command after start-up.
 set -u
 
-ROLE=${PBS_ROLE:-all}
-HOST=$(hostname -s)
-TIMEOUT=${PBS_READY_TIMEOUT:-180}
-NCPUS=${PBS_NCPUS:-16}
 PBS_HOME=/var/spool/pbs
-SOMA_NAME=openpbs
-SOMA_LOGS="$PBS_HOME/server_logs/* $PBS_HOME/mom_logs/* $PBS_HOME/comm_logs/* $PBS_HOME/sched_logs/*"
 SOMA_POLL=0.2
 # shellcheck source=../common/soma-lib.sh
 . /usr/local/lib/soma-lib.sh
+soma_entrypoint openpbs PBS "all server mom" 180 "$PBS_HOME/*_logs/*"
 
 stop_daemons() { /etc/init.d/pbs stop >/dev/null 2>&1; }
 
@@ -37,7 +32,6 @@ case "$ROLE" in
     all)    SERVER=$HOST; START_SERVER=1; START_MOM=1 ;;
     server) SERVER=$HOST; START_SERVER=1; START_MOM=0 ;;
     mom)    SERVER=${PBS_SERVER_HOST:-pbsserver}; START_SERVER=0; START_MOM=1 ;;
-    *)      fail "unknown PBS_ROLE=$ROLE (all, server, mom)" ;;
 esac
 
 cat > /etc/pbs.conf <<EOF
@@ -83,7 +77,7 @@ EOF
             wait_for "$TIMEOUT" getent hosts "$n" || fail "node $n does not resolve"
             wait_for 30 qmgr -c "create node $n" || fail "qmgr create node $n"
         fi
-        qmgr -c "set node $n resources_available.ncpus = $NCPUS" >/dev/null || fail "qmgr set node $n"
+        qmgr -c "set node $n resources_available.ncpus = ${PBS_NCPUS:-16}" >/dev/null || fail "qmgr set node $n"
     done
     say "daemons started, waiting for node(s) free: $NODES"
     all_free() {

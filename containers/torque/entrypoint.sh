@@ -21,16 +21,11 @@
 # the daemons cleanly (qterm, SIGTERM to pbs_mom). Extra arguments are run as a command after start-up.
 set -u
 
-ROLE=${TORQUE_ROLE:-all}
-HOST=$(hostname -s)
-TIMEOUT=${TORQUE_READY_TIMEOUT:-180}
-NP=${TORQUE_NP:-16}
 TORQUE_HOME=/var/spool/torque
-SOMA_NAME=torque
-SOMA_LOGS="$TORQUE_HOME/server_logs/* $TORQUE_HOME/mom_logs/* $TORQUE_HOME/sched_logs/*"
 SOMA_POLL=0.2
 # shellcheck source=../common/soma-lib.sh
 . /usr/local/lib/soma-lib.sh
+soma_entrypoint torque TORQUE "all server mom" 180 "$TORQUE_HOME/*_logs/*"
 
 stop_daemons() {
     if [ "$ROLE" != mom ]; then
@@ -48,7 +43,6 @@ stop_daemons() {
 case "$ROLE" in
     all|server) SERVER=$HOST ;;
     mom)        SERVER=${TORQUE_SERVER_HOST:-torqueserver} ;;
-    *)          fail "unknown TORQUE_ROLE=$ROLE (all, server, mom)" ;;
 esac
 
 echo "$SERVER" > "$TORQUE_HOME/server_name"
@@ -90,7 +84,7 @@ EOF
         if [ "$ROLE" = all ]; then NODES=$HOST; else NODES=${TORQUE_NODES:-c1 c2}; fi
         for n in $NODES; do
             wait_for "$TIMEOUT" getent hosts "$n" || fail "node $n does not resolve"
-            wait_for 30 qmgr -c "create node $n np=$NP" || fail "qmgr create node $n"
+            wait_for 30 qmgr -c "create node $n np=${TORQUE_NP:-16}" || fail "qmgr create node $n"
         done
     fi
     wait_for 60 qmgr -c "list server" || fail "pbs_server does not answer"
