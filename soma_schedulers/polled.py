@@ -141,7 +141,12 @@ class PolledScheduler(TableScheduler[PolledRecord]):
         planned = plan(valid, self.array_key if arrays_on else lambda _job: None,
                        self.config.array_min_size, self.max_array_size if arrays_on else lambda: 0)
         singles = list(planned.singles)
+        chunks = []
         for group in planned.arrays:
+            sizes = self.array_chunks([job for _n, job in group])
+            starts = [sum(sizes[:k]) for k in range(len(sizes))]
+            chunks += [group[start:start + size] for start, size in zip(starts, sizes, strict=True)]
+        for group in chunks:
             try:
                 got = self.submit_array([job for _n, job in group])
             except ArraysRefused as exc:
@@ -177,6 +182,11 @@ class PolledScheduler(TableScheduler[PolledRecord]):
     def max_array_size(self) -> int:
         """How many tasks one array may hold here (the DRMS's limit; 0: arrays not used)."""
         return 0
+
+    def array_chunks(self, jobs: Sequence[Job]) -> list[int]:
+        """How to cut one group of ``jobs`` into arrays (their sizes, in order), for a limit that
+        depends on the jobs themselves (Slurm: the script's size). Default: one array."""
+        return [len(jobs)]
 
     def submit_array(self, jobs: Sequence[Job]) -> list[str]:
         """Submit ``jobs`` (same :meth:`array_key`) as one array; the tasks' ids, in order. Raise

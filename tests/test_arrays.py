@@ -8,7 +8,7 @@ from collections.abc import Hashable, Sequence
 
 import pytest
 
-from soma_schedulers import ArraysRefused, Job, SchedulerConfig, SubmissionError
+from soma_schedulers import ArraysRefused, BridgeConfig, Job, SchedulerConfig, SubmissionError
 from soma_schedulers.arrays import array_script, plan
 from soma_schedulers.polled import Observation, PolledScheduler
 from soma_schedulers.scripts import build_script
@@ -136,3 +136,15 @@ def test_config_keys_for_arrays() -> None:
         config_from_mapping({"ARRAYS": "sometimes"})
     with pytest.raises(ConfigurationError, match="array_min_size"):
         SchedulerConfig(array_min_size=0)
+
+
+def test_slurm_cuts_arrays_whose_script_would_be_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    from soma_schedulers.schedulers import slurm_scheduler
+
+    s = slurm_scheduler.SlurmScheduler(SchedulerConfig(bridge=BridgeConfig(mode="none")))
+    jobs = [Job(command=["echo", "x" * 1000]) for _ in range(10)]
+    size = len(s.job_script(jobs[0], directives=False)) + 16
+    monkeypatch.setattr(slurm_scheduler, "MAX_SCRIPT_BYTES", 3 * size)
+    assert s.array_chunks(jobs) == [3, 3, 3, 1]
+    monkeypatch.setattr(slurm_scheduler, "MAX_SCRIPT_BYTES", 100 * size)
+    assert s.array_chunks(jobs) == [10]

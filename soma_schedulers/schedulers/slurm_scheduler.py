@@ -52,6 +52,8 @@ TOKEN_MARK = "soma_token:"
 _JOB_ID = re.compile(r"\d+(_\d+)?")
 #: Slurm's default MaxArraySize (task indices 0 to 1000).
 DEFAULT_MAX_ARRAY_SIZE = 1001
+#: The largest array script we send: Slurm's default ``max_script_size`` is 4 MiB.
+MAX_SCRIPT_BYTES = 3_500_000
 
 _ENDED = ENDED
 _ABORTED = ABORTED
@@ -189,6 +191,21 @@ class SlurmScheduler(CommandLineScheduler):
             found = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
             self._max_array_size = int(found.group(1)) if found else DEFAULT_MAX_ARRAY_SIZE
         return self._max_array_size
+
+    def array_chunks(self, jobs: Sequence[Job]) -> list[int]:
+        """Arrays whose scripts stay under :data:`MAX_SCRIPT_BYTES` (Slurm refuses larger ones)."""
+        sizes: list[int] = []
+        total = 0
+        for job in jobs:
+            size = len(self.job_script(job, directives=False).encode("utf-8", "surrogateescape")) + 16
+            if sizes and total + size > MAX_SCRIPT_BYTES:
+                sizes.append(0)
+                total = 0
+            if not sizes:
+                sizes.append(0)
+            sizes[-1] += 1
+            total += size
+        return sizes
 
     def submit_array(self, jobs: Sequence[Job]) -> list[str]:
         """One ``sbatch --array=0-N`` whose script runs task n's own job script (see
@@ -360,8 +377,11 @@ class SlurmScheduler(CommandLineScheduler):
 
     def _squeue_exit_codes(self, ids: list[str], ended: dict[str, str]) -> dict[str, Observation]:
         """Exit codes from squeue (raw wait status) when accounting cannot tell."""
-        argv = ["squeue", "-h", *_tasks_apart(ids), "-t", "all", "-j", ",".join(ids), "-O",
-                "JobID:30,exit_code:16,TimeUsed:24,NodeList:200"]
+        tasks = _tasks_apart(ids)
+        # -O JobID gives an array task's own job id (68), not 17_48: ask ArrayJobID and ArrayTaskID
+        name = "ArrayJobID:20,ArrayTaskID:20" if tasks else "JobID:30"
+        argv = ["squeue", "-h", *tasks, "-t", "all", "-j", ",".join(ids), "-O",
+                f"{name},exit_code:16,TimeUsed:24,NodeList:200"]
         try:
             out = self.runner.run(argv).stdout
         except CommandError as exc:
@@ -371,6 +391,8 @@ class SlurmScheduler(CommandLineScheduler):
         result: dict[str, Observation] = {}
         for line in complete_lines(out):
             f = line.split()
+            if tasks and len(f) > 1:  # ArrayJobID ArrayTaskID (N/A for a job that is no array)
+                f[:2] = [f"{f[0]}_{f[1]}" if f[1].isdigit() else f[0]]
             if len(f) < 2 or f[0] not in ended or not f[1].lstrip("-").isdigit():
                 continue
             code, sig = decode_wait_status(int(f[1]))
