@@ -115,12 +115,17 @@ def ci(session: nox.Session) -> None:
     session.run("bash", ".ci/wheel-check", "python", external=True)
     # The suite on each host-side target, 4 workers sharing each cluster; a Debian-built target that
     # cannot run fails the run, an upstream one without its source skips saying why.
+    # --bulk targets (job arrays) run apart: the option holds for a whole run.
     for upstream, missing in ((False, "fail"), (True, "skip")):
-        drms_args = [a for t in registry.TARGETS if t.kind == "host" and t.upstream == upstream
-                     for a in ("--drms", str(t.cluster))]
-        # (the upstream run's skips are summed up per target, with the reason, by the suite's summary)
-        session.run("pytest", "tests/test_conformance.py", *drms_args, f"--drms-missing={missing}", "-n", "4",
-                    *([] if upstream else ["-rs"]), "-p", "no:cacheprovider")
+        for bulk in (False, True):
+            drms_args = [a for t in registry.TARGETS if t.kind == "host" and t.upstream == upstream
+                         and t.bulk == bulk for a in ("--drms", str(t.cluster))]
+            if not drms_args:
+                continue
+            # (the upstream run's skips are summed up per target, with the reason, by the suite's summary)
+            session.run("pytest", "tests/test_conformance.py", *drms_args, *(["--bulk"] if bulk else []),
+                        f"--drms-missing={missing}", "-n", "4", *([] if upstream else ["-rs"]),
+                        "-p", "no:cacheprovider")
     # The image, reliability, attach, CLI and bridge-detection tests: one at a time (faults and
     # restarts are timed).
     session.run("pytest", "tests/containers", "-rs", "-p", "no:cacheprovider", *session.posargs)

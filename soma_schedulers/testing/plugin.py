@@ -8,6 +8,8 @@ Options:
 ``--drms-missing fail|skip``  a DRMS that cannot run here fails the run (default) or skips its cases
 ``--conformance-examples N``  hypothesis examples per property case
 ``--conformance-report FILE`` write the case x backend matrix as Markdown
+``--bulk``                    submit every case's jobs as job-array tasks (``ARRAYS = auto``,
+                              ``ARRAY_MIN_SIZE = 1``); a backend without arrays is skipped
 
 Without ``--scheduler`` or ``--drms`` the suite runs on ``local_basic``. ``--drms D`` alone
 runs the built-in backend of ``D``; with ``--scheduler T`` too, it runs ``T`` against ``D``'s
@@ -69,6 +71,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="hypothesis examples per property case")
     group.addoption("--conformance-report", default=None, metavar="FILE",
                     help="write the case x backend matrix (Markdown) to FILE")
+    group.addoption("--bulk", action="store_true", default=False,
+                    help="submit every case's jobs as job-array tasks (ARRAYS=auto, ARRAY_MIN_SIZE=1); "
+                         "a backend without job arrays is skipped, naming why")
+
+
+def bulk_config(config: pytest.Config, cfg: Any) -> Any:
+    """``cfg`` (a SchedulerConfig or None) with arrays for every submission under ``--bulk``."""
+    if not config.getoption("bulk"):
+        return cfg
+    return replace(cfg if isinstance(cfg, SchedulerConfig) else SchedulerConfig(), arrays="auto", array_min_size=1)
 
 
 def wanted_targets(config: pytest.Config) -> list[Wanted]:
@@ -151,7 +163,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def _local_target(request: pytest.FixtureRequest, w: Wanted) -> Target:
     cfg_path = request.config.getoption("scheduler_config")
-    cfg: Any = load_config(cfg_path) if cfg_path else None
+    cfg: Any = bulk_config(request.config, load_config(cfg_path) if cfg_path else None)
     workdir = Path(request.getfixturevalue("tmp_path_factory").mktemp(f"conf-{w.scheduler_type}"))
     return Target(name=w.id, scheduler_type=w.scheduler_type,
                   make_scheduler=lambda: build_scheduler(w.scheduler_type, cfg), workdir=workdir,
@@ -187,6 +199,7 @@ def _drms_target(request: pytest.FixtureRequest, w: Wanted, stack: ExitStack) ->
         cfg_path = config.getoption("scheduler_config")
         cfg = load_config(cfg_path) if cfg_path else None
         stack.enter_context(on_path(held.shims))
+    cfg = bulk_config(config, cfg)
     target = Target(
         name=w.id, scheduler_type=w.scheduler_type,
         make_scheduler=lambda: build_scheduler(w.scheduler_type, replace(cfg) if cfg is not None else None),
@@ -210,6 +223,8 @@ def conformance_target(request: pytest.FixtureRequest) -> Iterator[Target]:
         problems = backend_checks.instance_problems(sched, w.scheduler_type)
         if problems:
             pytest.fail("; ".join(problems), pytrace=False)
+        if request.config.getoption("bulk") and not getattr(sched, "has_arrays", False):
+            pytest.skip(f"--bulk: backend {w.scheduler_type!r} has no job arrays")
         examples = request.config.getoption("conformance_examples")
         if examples:
             target.examples = examples

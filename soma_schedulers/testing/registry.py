@@ -37,6 +37,8 @@ class TestTarget:
     cluster: str | None = None  # its docker_harness cluster spec (None for local)
     #: The image builds from an upstream source (containers/*/src/): CI on a fresh machine skips it.
     upstream: bool = False
+    #: The suite runs with ``--bulk``: every case's jobs submitted as job-array tasks.
+    bulk: bool = False
 
     @property
     def drms(self) -> str | None:
@@ -50,6 +52,9 @@ TARGETS: tuple[TestTarget, ...] = (
     TestTarget("slurm-cluster", "host", "slurm-cluster"),
     TestTarget("slurm-24.11", "host", "slurm-24.11"),
     TestTarget("slurm-noacct", "host", "slurm-noacct"),
+    TestTarget("slurm-bulk", "host", "slurm", bulk=True),
+    TestTarget("slurm-24.11-bulk", "host", "slurm-24.11", bulk=True),
+    TestTarget("slurm-noacct-bulk", "host", "slurm-noacct", bulk=True),
     TestTarget("mpi", "incontainer", "mpi"),
     TestTarget("sge-drmaa", "incontainer", "sge"),
     TestTarget("sge-drmaa-cluster", "incontainer", "sge-cluster"),
@@ -88,7 +93,8 @@ def run(name: str, args: Sequence[str] = ()) -> int:
 
     where = ["--scheduler", "local_basic"] if target.kind == "local" else ["--drms", str(target.cluster)]
     workers = [] if target.kind == "local" else ["-n", "4"]
-    return int(pytest.main(["--pyargs", "soma_schedulers.testing.suite", *where, *workers, *args]))
+    bulk = ["--bulk"] if target.bulk else []
+    return int(pytest.main(["--pyargs", "soma_schedulers.testing.suite", *where, *workers, *bulk, *args]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["list"]:
         for t in TARGETS:
-            print(f"{t.name:20} {t.kind:12} {t.cluster or '-':20} {'upstream source' if t.upstream else 'Debian'}")
+            print(f"{t.name:20} {t.kind:12} {t.cluster or '-':20} {'upstream source' if t.upstream else 'Debian'}"
+                  f"{'  --bulk (job arrays)' if t.bulk else ''}")
         return 0
     if args[:1] == ["matrix"]:
         print(json.dumps({"drms": [t.name for t in TARGETS]}))
