@@ -81,6 +81,8 @@ def by_name(name: str) -> TestTarget:
 def run(name: str, args: Sequence[str] = ()) -> int:
     """Run target ``name``'s conformance suite the way CI does; its exit code."""
     target = by_name(name)
+    if target.bulk:
+        args = ["--bulk", *args]
     if target.kind == "incontainer":
         from .incontainer import main as incontainer
 
@@ -93,8 +95,7 @@ def run(name: str, args: Sequence[str] = ()) -> int:
 
     where = ["--scheduler", "local_basic"] if target.kind == "local" else ["--drms", str(target.cluster)]
     workers = [] if target.kind == "local" else ["-n", "4"]
-    bulk = ["--bulk"] if target.bulk else []
-    return int(pytest.main(["--pyargs", "soma_schedulers.testing.suite", *where, *workers, *bulk, *args]))
+    return int(pytest.main(["--pyargs", "soma_schedulers.testing.suite", *where, *workers, *args]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
