@@ -138,8 +138,12 @@ class PolledScheduler(TableScheduler[PolledRecord]):
             else:
                 valid.append((n, job))
         arrays_on = self.config.arrays == "auto" and self._arrays_refused is None
-        planned = plan(valid, self.array_key if arrays_on else lambda _job: None,
-                       self.config.array_min_size, self.max_array_size if arrays_on else lambda: 0)
+        try:
+            planned = plan(valid, self.array_key if arrays_on else lambda _job: None,
+                           self.config.array_min_size, self.max_array_size if arrays_on else lambda: 0)
+        except ArraysRefused as exc:  # the DRMS's limit says no arrays here
+            self._refuse_arrays(exc)
+            planned = plan(valid, lambda _job: None, self.config.array_min_size, lambda: 0)
         singles = list(planned.singles)
         chunks = []
         for group in planned.arrays:
@@ -150,9 +154,7 @@ class PolledScheduler(TableScheduler[PolledRecord]):
             try:
                 got = self.submit_array([job for _n, job in group])
             except ArraysRefused as exc:
-                self._arrays_refused = str(exc)
-                if self.logger:
-                    self.logger.warning("job arrays are not used from now on: %s", exc)
+                self._refuse_arrays(exc)
                 singles += group
                 continue
             except DRMError as exc:
@@ -169,6 +171,11 @@ class PolledScheduler(TableScheduler[PolledRecord]):
         self.set_submission_errors(errors)
         return ids
 
+    def _refuse_arrays(self, exc: ArraysRefused) -> None:
+        self._arrays_refused = str(exc)
+        if self.logger:
+            self.logger.warning("job arrays are not used from now on: %s", exc)
+
     def _track_new(self, job_id: str, job: Job, signal_end: bool) -> str:
         self.job_table.add(PolledRecord(job_id, job.hold, signal_end and job.signal_end))
         return job_id
@@ -180,7 +187,8 @@ class PolledScheduler(TableScheduler[PolledRecord]):
         return None
 
     def max_array_size(self) -> int:
-        """How many tasks one array may hold here (the DRMS's limit; 0: arrays not used)."""
+        """How many tasks one array may hold here (the DRMS's limit; 0: arrays not used). Raise
+        :class:`ArraysRefused` when the DRMS's configuration says it takes none (logged once)."""
         return 0
 
     def array_chunks(self, jobs: Sequence[Job]) -> list[int]:

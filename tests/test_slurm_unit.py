@@ -340,3 +340,49 @@ def test_recorded_launch_error_after_min_job_age(version: str) -> None:
     job_id = rec["cases"]["launch_error"]
     s = replay(rec, list(rec["cases"].values()))
     assert end_of(s, job_id) == recorded(version, "launch_error")["end"]
+
+
+# -- job arrays -----------------------------------------------------------------------------------
+_CONFIG = "MaxArraySize            = 1001\nMaxJobCount             = 10000\n"
+
+
+def test_slurm_array_submission_is_one_sbatch_with_one_id_per_task() -> None:
+    s, fake = _slurm_with({"scontrol": _CONFIG, "sbatch": "57\n"})
+    ids = s.job_submission([Job(command=["echo", str(n)], name="same") for n in range(3)])
+    assert ids == ["57_0", "57_1", "57_2"]
+    [sbatch] = fake.calls_of("sbatch")
+    assert "--array=0-2" in sbatch.argv and "--job-name=same" in sbatch.argv
+    script = (sbatch.input or b"").decode()
+    assert 'case "$SLURM_ARRAY_TASK_ID" in' in script and "exec echo 2" in script
+
+
+def test_slurm_lost_array_answer_is_found_by_its_token() -> None:
+    def squeue(call: Call) -> str:
+        token = next(a for a in fake.calls_of("sbatch")[0].argv if a.startswith("--comment=")).split("=", 1)[1]
+        return f"41|other\n57_[1-2]|{token}\n57_0|{token}\n"  # pending tasks as one range, without -r
+
+    s, fake = _slurm_with({"scontrol": _CONFIG, "sbatch": times_out(1.0), "squeue": squeue})
+    assert s.job_submission([Job(command=["true"]), Job(command=["false"])]) == ["57_0", "57_1"]
+    assert len(fake.calls_of("sbatch")) == 1  # never submitted twice
+
+
+def test_slurm_pending_task_cancelled_alone_ends_before_running() -> None:
+    # squeue -r lists the pending task; after scancel it is in neither squeue nor sacct (22.05)
+    s, fake = _slurm_with({"scontrol": _CONFIG, "sbatch": "7\n", "scancel": "",
+                           "squeue": ["7_0|PENDING|JobHeldUser|N/A|tok\n7_1|PENDING|JobHeldUser|N/A|tok\n",
+                                      "7_1|PENDING|JobHeldUser|N/A|tok\n", "7_1|PENDING|JobHeldUser|N/A|tok\n"],
+                           "sacct": ""})
+    ids = s.job_submission([Job(command=["true"], hold=True), Job(command=["true"], hold=True)])
+    assert s.get_jobs_status(ids) == dict.fromkeys(ids, C.USER_ON_HOLD)
+    assert "-r" in fake.calls_of("squeue")[0].argv
+    s.kill_job("7_0")
+    assert s.get_job_status("7_0") == C.FAILED
+    assert s.get_job_exit_info("7_0") == (C.EXIT_NOTRUN, None, None, None)
+    assert s.get_job_status("7_1") == C.USER_ON_HOLD
+
+
+def test_slurm_max_array_size_zero_means_single_submissions(caplog: pytest.LogCaptureFixture) -> None:
+    s, fake = _slurm_with({"scontrol": "MaxArraySize            = 0\n", "sbatch": ["5\n", "6\n"]})
+    assert s.job_submission([Job(command=["true"]), Job(command=["true"])]) == ["5", "6"]
+    assert s.arrays_refused and "MaxArraySize is 0" in s.arrays_refused
+    assert all("--array" not in " ".join(c.argv) for c in fake.calls_of("sbatch"))

@@ -190,6 +190,8 @@ class SlurmScheduler(CommandLineScheduler):
                 return DEFAULT_MAX_ARRAY_SIZE
             found = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
             self._max_array_size = int(found.group(1)) if found else DEFAULT_MAX_ARRAY_SIZE
+        if self._max_array_size < 1:
+            raise ArraysRefused("Slurm's MaxArraySize is 0: job arrays are disabled on this cluster")
         return self._max_array_size
 
     def array_chunks(self, jobs: Sequence[Job]) -> list[int]:
@@ -211,8 +213,7 @@ class SlurmScheduler(CommandLineScheduler):
         """One ``sbatch --array=0-N`` whose script runs task n's own job script (see
         :mod:`soma_schedulers.arrays`). The array takes the jobs' name when they all have the
         same, else none (Slurm has one name for every task of an array)."""
-        if self.max_array_size() < 1:
-            raise ArraysRefused("Slurm's MaxArraySize is 0: job arrays are disabled on this cluster")
+        self.max_array_size()  # ArraysRefused when the cluster takes none
         names = {job.name for job in jobs}
         argv = [a for a in self.sbatch_argv(jobs[0]) if not a.startswith("--job-name=")]
         if len(names) == 1 and jobs[0].name:
