@@ -16,7 +16,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -37,9 +37,10 @@ UNDETERMINED_TIMEOUT = 120.0
 
 
 def _slurm_jobs_named(cluster: dh.DrmsCluster, name: str) -> set[str]:
-    # sacct may not list a job that ended a second ago: squeue still does
-    rc, out = cluster.exec(["sacct", "-n", "-X", "-P", "--name", name, "-o", "JobIDRaw"], user="alice")
-    rc2, out2 = cluster.exec(["squeue", "-h", "-t", "all", "--name", name, "-o", "%i"], user="alice")
+    # sacct may not list a job that ended a second ago: squeue still does. JobID and -r: an array's
+    # tasks as 12_3 (JobIDRaw is a task's own number; without -r pending tasks are one 12_[4-9])
+    rc, out = cluster.exec(["sacct", "-n", "-X", "-P", "--name", name, "-o", "JobID"], user="alice")
+    rc2, out2 = cluster.exec(["squeue", "-h", "-r", "-t", "all", "--name", name, "-o", "%i"], user="alice")
     assert rc == rc2 == 0, (out, out2)
     return set(out.split()) | set(out2.split())
 
@@ -56,15 +57,15 @@ def _pbs_jobs_named(cluster: dh.DrmsCluster, name: str) -> set[str]:
 
 
 def _slurm_records(cluster: dh.DrmsCluster, ids: list[str]) -> str:
-    _, acct = cluster.exec(["sacct", "-n", "-P", "-j", ",".join(ids),
-                            "-D", "-o", "JobIDRaw,JobName,State,ExitCode,DerivedExitCode,Reason,Submit,Start,End"], user="alice")
+    _, acct = cluster.exec(["sacct", "-n", "-P", "-j", ",".join(ids), "-D", "-o",
+                            "JobID,JobIDRaw,JobName,State,ExitCode,DerivedExitCode,Reason,Submit,Start,End"], user="alice")
     pattern = "|".join(f"JobId={i}[^0-9]" for i in ids)
     _, log = cluster.exec(["sh", "-c", f"grep -E '{pattern}' /var/log/slurm/slurmctld.log | tail -40"])
     return f"sacct:\n{acct}\nslurmctld.log:\n{log}"
 
 
 def _slurm_recorded_exit(cluster: dh.DrmsCluster, ids: list[str]) -> dict[str, int | None]:
-    rc, out = cluster.exec(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-o", "JobIDRaw,ExitCode"], user="alice")
+    rc, out = cluster.exec(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-o", "JobID,ExitCode"], user="alice")
     assert rc == 0, out
     return {f[0]: parse_exit_code(f[1])[0] for f in (line.split("|") for line in out.splitlines()) if len(f) == 2}
 
@@ -136,11 +137,14 @@ def _config(cluster: dh.DrmsCluster, **kw: float) -> SchedulerConfig:
                            undetermined_timeout=UNDETERMINED_TIMEOUT, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("arrays", ["auto", "never"])
 def test_200_jobs_under_20_percent_faults(target: tuple[Target, dh.DrmsCluster],
-                                          caplog: pytest.LogCaptureFixture) -> None:
+                                          caplog: pytest.LogCaptureFixture, arrays: str) -> None:
+    """20 % of the DRMS calls fail, hang, lose their answer or are cut short; jobs are submitted 20 at
+    a time, as job arrays (``ARRAYS=auto``, where the backend has them) or one by one."""
     t, cluster = target
     caplog.set_level("WARNING", logger="soma_schedulers")
-    cfg = _config(cluster, status_cache_seconds=0.2, command_timeout=10.0, command_retries=2)
+    cfg = replace(_config(cluster, status_cache_seconds=0.2, command_timeout=10.0, command_retries=2), arrays=arrays)
     name = f"rel-{uuid.uuid4().hex[:8]}"
     # Each job leaves its own evidence (a file written just before it exits with its code), so a
     # wrong end state can be told apart: ours (we misread the DRMS) or the DRMS's (it recorded a
@@ -152,7 +156,9 @@ def test_200_jobs_under_20_percent_faults(target: tuple[Target, dh.DrmsCluster],
         transcript = record_commands(sched.runner)
         jobs = [Job(command=["/bin/sh", "-c", 'printf "%s\\n" "$2" > "$1" && exit "$2"', "sh",
                              str(evidence / str(i)), str(i % 4)], name=name) for i in range(N_JOBS)]
-        ids, refused = submit_in_batches(sched, jobs)  # submitting while earlier jobs run and are polled
+        # submitting while earlier jobs run and are polled; arrays of 5 (40 submissions, so that faults
+        # hit array submissions too), or 20 jobs per call one by one
+        ids, refused = submit_in_batches(sched, jobs, batch=5 if arrays == "auto" else 20)
         tracked = {jid: i % 4 for i, jid in enumerate(ids) if jid is not None}
         status, longest = wait_all_ended(sched, list(tracked), timeout=900)
         wrong = wrong_end_states(sched, tracked, status)
@@ -163,12 +169,13 @@ def test_200_jobs_under_20_percent_faults(target: tuple[Target, dh.DrmsCluster],
     recovered = sum("found job" in r.getMessage() for r in caplog.records)
     index = {jid: i for i, jid in enumerate(ids) if jid is not None}
     misrecorded = _drms_misrecorded(t, cluster, wrong, tracked, {j: evidence / str(i) for j, i in index.items()})
-    print(f"\n{t.drms}: {N_JOBS} jobs, {sum(counts.values())} DRMS calls, faults injected: "
+    print(f"\n{t.drms} (ARRAYS={arrays}): {N_JOBS} jobs, {sum(counts.values())} DRMS calls, faults injected: "
           f"{ {k: v for k, v in counts.items() if k != 'ok'} }; tracked {len(tracked)} ({recovered} found again "
           f"by their token after a lost answer), refused at submission {len(refused)}, wrong end states "
           f"{len(wrong) - len(misrecorded)} (+ {len(misrecorded)} the DRMS itself recorded wrongly: "
           f"{sorted(misrecorded)}), longest undetermined {longest:.1f} s")
-    assert plan.injected >= N_JOBS // 10, counts
+    # (arrays make far fewer calls: 40 submissions instead of 200)
+    assert plan.injected >= N_JOBS // (10 if arrays == "never" or not sched.has_arrays else 20), counts
     ours = {j: w for j, w in wrong.items() if j not in misrecorded}
     assert not ours, _explain(t, cluster, tracked, ours, transcript)
     assert in_drms == set(tracked), (sorted(in_drms - set(tracked)), sorted(set(tracked) - in_drms))
