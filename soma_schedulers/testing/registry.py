@@ -57,6 +57,7 @@ TARGETS: tuple[TestTarget, ...] = (
     TestTarget("slurm-noacct-bulk", "host", "slurm-noacct", bulk=True),
     TestTarget("mpi", "incontainer", "mpi"),
     TestTarget("sge-drmaa", "incontainer", "sge"),
+    TestTarget("sge-drmaa-bulk", "incontainer", "sge", bulk=True),
     TestTarget("sge-drmaa-cluster", "incontainer", "sge-cluster"),
     TestTarget("slurm-bridge", "bridge", "slurm-ssh"),
     TestTarget("slurm-drmaa", "incontainer", "slurm-drmaa", upstream=True),
