@@ -485,6 +485,12 @@ class FakeSacct:
         from soma_schedulers.runner import CommandResult
 
         self.calls.append(list(argv))
+        if argv[0] == "scontrol":
+            return CommandResult(tuple(argv), 0, "MaxArraySize            = 1001\n", "", 0.01)
+        if argv[:3] == ["squeue", "-h", "-r"]:  # squeue -h -r -t all -j ARRAYS -o %i: the tasks it lists
+            arrays = argv[6].split(",")
+            listed = [i for i in self.squeue if i.partition("_")[0] in arrays]
+            return CommandResult(tuple(argv), 0, "".join(f"{i}\n" for i in listed), "", 0.01)
         if argv[0] == "squeue":  # squeue -h -t all -j IDS -o %i|%U: the jobs slurmctld has, uid 1000
             known = [i for i in argv[5].split(",") if i in self.squeue]
             if not known:
@@ -561,7 +567,7 @@ def test_slurm_drmaa_without_accounting(sched: dm.DrmaaScheduler, drms: FakeDRMS
     assert sched.get_job_exit_info(ids[0]) == (C.FINISHED_REGULARLY, 5, None, None)
     drms.end(ids[1], slurm_info(0))
     assert sched.get_job_exit_info(ids[1]) == (C.FINISHED_REGULARLY, 0, None, None)
-    assert len(slurm.calls) == 1  # asked once
+    assert [c[0] for c in slurm.calls] == ["scontrol", "sacct"]  # MaxArraySize, then sacct asked once
 
 
 def test_slurm_drmaa_lost_job_exit_code_from_accounting(sched: dm.DrmaaScheduler, drms: FakeDRMS,
@@ -1050,3 +1056,34 @@ def test_sge_task_accounting() -> None:
     record = da.parse_qacct("jobnumber    12\ntaskid       3\nfailed       0\n")
     assert da.is_record_of(record, "12.3") and not da.is_record_of(record, "12.4") and da.is_record_of(record, "12")
 
+
+def test_slurm_lost_runbulkjobs_is_found_by_its_name(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    slurm_drmaa(sched, drms)
+    fake = FakeSlurmByName(drms)
+    sched.max_array_size = lambda: 1000  # type: ignore[method-assign]
+    plan = faulty(sched, drms, ("lost",), calls=("runBulkJobs",), sge=fake)  # type: ignore[arg-type]
+    assert submit(sched, Job(command=["x"]), Job(command=["y"])) == ["1_1", "1_2"] and plan.counts == {"lost": 1}
+    assert fake.argvs[0][-2:] == ["-o", "%A"]
+    fake.purged.update(drms.templates)  # gone from squeue: sacct's JobID 1_1 names the array
+    assert sched.family.job_named(drms.templates["1_1"]["jobName"], 0.0) == "1"
+    assert fake.argvs[-1][0] == "sacct" and fake.argvs[-1][-2:] == ["-o", "JobID"]
+
+
+def test_slurm_array_limit(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: FakeSacct) -> None:
+    assert sched.max_array_size() == 1000  # MaxArraySize 1001: tasks 1 to 1000
+    ids = submit(sched, Job(command=["x"]), Job(command=["y"]))
+    assert ids == ["1_1", "1_2"] and drms.calls.count("runBulkJobs 1-2:1") == 1
+
+
+def test_slurm_pending_task_cancelled_vanishes(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: FakeSacct) -> None:
+    """Slurm drops a pending array task that is cancelled; slurm-drmaa keeps its last state."""
+    ids = submit(sched, Job(command=["x"], hold=True), Job(command=["y"], hold=True), Job(command=["z"]))
+    drms.states[ids[2]] = C.RUNNING
+    assert sched.get_job_status(ids[0]) == C.USER_ON_HOLD
+    sched.kill_job(ids[0])
+    drms.states[ids[0]] = C.USER_ON_HOLD  # what slurm-drmaa 1.1.6 keeps saying
+    drms.infos.pop(ids[0], None)
+    slurm.squeue = {ids[1], ids[2]}  # squeue -r lists the others, not the cancelled task
+    assert sched.get_job_exit_info(ids[0]) == (C.EXIT_NOTRUN, None, None, None)
+    assert sched.get_job_status(ids[1]) == C.USER_ON_HOLD
+    assert any(c[:3] == ["squeue", "-h", "-r"] and c[6] == "1" for c in slurm.calls)

@@ -61,6 +61,7 @@ TARGETS: tuple[TestTarget, ...] = (
     TestTarget("sge-drmaa-cluster", "incontainer", "sge-cluster"),
     TestTarget("slurm-bridge", "bridge", "slurm-ssh"),
     TestTarget("slurm-drmaa", "incontainer", "slurm-drmaa", upstream=True),
+    TestTarget("slurm-drmaa-bulk", "incontainer", "slurm-drmaa", upstream=True, bulk=True),
     TestTarget("slurm-drmaa-24.11", "incontainer", "slurm-drmaa-24.11", upstream=True),
     TestTarget("openpbs", "host", "openpbs", upstream=True),
     TestTarget("openpbs-cluster", "host", "openpbs-cluster", upstream=True),

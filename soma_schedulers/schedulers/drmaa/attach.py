@@ -292,7 +292,9 @@ class SlurmAttached(AttachedJobs):
 
     def _sacct(self, ids: list[str]) -> dict[str, SacctJob]:
         try:
-            jobs = query_sacct(self.runner, ids, SACCT_FIELDS)
+            # an array task's record: JobID 12_3 (its JobIDRaw is its own)
+            jobs = query_sacct(self.runner, ids, ("JobID", *SACCT_FIELDS[1:]) if any("_" in i for i in ids)
+                               else SACCT_FIELDS)
         except CommandNotFoundError:
             jobs = None
         self.accounting = jobs is not None

@@ -20,14 +20,15 @@ A script that cannot start its command writes the reason to
 Job arrays: the jobs of one ``job_submission`` that share their native specification, job
 category and hold state go as one ``runBulkJobs`` (``ARRAYS``/``ARRAY_MIN_SIZE``, see
 docs/contract.md "Bulk submission") on a family whose tasks know their index
-(:attr:`.family.Family.task_index`: SGE's ``$SGE_TASK_ID``; tasks numbered from 1), at most
-:meth:`.family.Family.max_array_size` tasks (SGE's ``max_aj_tasks``) and a script of at most 1 MiB
+(:attr:`.family.Family.task_index`: SGE's ``$SGE_TASK_ID``, slurm-drmaa's
+``$SLURM_ARRAY_TASK_ID``; tasks numbered from 1), at most :meth:`.family.Family.max_array_size`
+tasks (SGE's ``max_aj_tasks``, Slurm's ``MaxArraySize`` less one) and a script of at most 1 MiB
 per array. The array's one private script runs task ``i``'s own job script
 (:func:`soma_schedulers.arrays.array_script`); a task writes its launch error to
 ``<script>.launch.<i>``, and the script is deleted when every task's end is recorded. Each task
-is a job of its own to DRMAA (SGE ``12.3``): status, ``wait``, ``control``.
+is a job of its own to DRMAA (SGE ``12.3``, slurm-drmaa ``12_3``): status, ``wait``, ``control``.
 An array has one name (the jobs' when they all have the same, else ``job``), which carries the
-token. slurm-drmaa and PBS: one ``runJob`` per job.
+token. PBS: one ``runJob`` per job.
 
 Polling: DRMAA has no batched status call, so a poll costs one
 ``jobStatus`` per unfinished job (``status_cache_seconds`` shared by every
