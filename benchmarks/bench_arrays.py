@@ -16,7 +16,15 @@ for (default: Slurm 22.05 and 24.11):
 It ends with one line per DRMS: ``arrays <drms>: submit 1000 jobs ours <t> s, raw loop <t> s,
 ratio <r>x``.
 
-    python benchmarks/bench_arrays.py [--drms slurm --drms slurm-24.11] [--jobs 1000] [--sw-sample 100]
+``--drms sge``: SGE through DRMAA (``DrmaaScheduler``), measured inside the SGE container, where
+libdrmaa is (as ``bench_drmaa.py`` does): ours with arrays (one ``runBulkJobs``) against ours with
+``ARRAYS = never`` (a ``runJob`` loop, one script file each: the ratio of the last line), a raw
+``qsub -h`` loop in the container, one status poll of the held tasks, and the same jobs (not held)
+from submission until all ended.
+
+    python benchmarks/bench_arrays.py [--drms slurm --drms slurm-24.11 --drms sge] [--jobs 1000] [--sw-sample 100]
+
+(From a checkout: ``PYTHONPATH=.`` so that the containers get this very code.)
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 from soma_schedulers import BridgeConfig, Job, SchedulerConfig
 from soma_schedulers.schedulers.slurm_scheduler import SlurmScheduler
@@ -61,6 +70,22 @@ def _until(check: Callable[[], bool], limit: float = 900.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("jobs did not end in time")
         time.sleep(0.5)
+
+
+def _end_to_end(s: Any, n: int, out: str) -> float:
+    """Seconds from submitting the ``n`` jobs (not held) through ``s`` until all ended; checks their
+    exit and the last one's output."""
+    t0 = time.perf_counter()
+    ids = s.job_submission(_jobs(n, out, hold=False))
+    _until(lambda: all(v in END for v in s.get_jobs_status(ids).values()))
+    seconds = time.perf_counter() - t0
+    infos = s.get_jobs_exit_info(ids)
+    bad = [i for i, e in infos.items() if e[:2] != ("finished_regularly", 0)]
+    assert not bad, [infos[i] for i in bad[:3]]
+    with open(f"{out}/{n - 1}.out") as fh:
+        sample_out = fh.read()
+    assert sample_out == f"job {n - 1} it's\n", sample_out
+    return seconds
 
 
 def _wrappers(prefix: list[str], where: str) -> None:
@@ -167,16 +192,7 @@ def bench(drms: str, n: int, sw_sample: int) -> str:
         cancel_all()
 
         # -- n jobs from submission until all ended -------------------------------------------------
-        s = ours()
-        t0 = time.perf_counter()
-        ids = s.job_submission(_jobs(n, shared, hold=False))
-        _until(lambda: all(v in END for v in s.get_jobs_status(ids).values()))  # type: ignore[arg-type]
-        e2e_ours = time.perf_counter() - t0
-        infos = s.get_jobs_exit_info(ids)  # type: ignore[arg-type]
-        bad = [i for i, e in infos.items() if e[:2] != ("finished_regularly", 0)]
-        assert not bad, [infos[i] for i in bad[:3]]
-        sample_out = open(f"{shared}/{n - 1}.out").read()
-        assert sample_out == f"job {n - 1} it's\n", sample_out
+        e2e_ours = _end_to_end(ours(), n, shared)
         t0 = time.perf_counter()
         _raw_loop(prefix, n, shared, hold=False)
         _until(lambda: not subprocess.run([*prefix, "squeue", "-h", "--me"], capture_output=True,
@@ -202,15 +218,103 @@ def bench(drms: str, n: int, sw_sample: int) -> str:
     return "\n".join(rows)
 
 
+#: The DRMAA clusters (``--drms``): measured from inside, where libdrmaa is.
+DRMAA_CLUSTERS = ("sge",)
+
+
+def _qsub_loop(n: int, out: str, hold: bool) -> float:
+    """A shell loop of one ``qsub`` per job (here, in the SGE container); its seconds."""
+    flag = "-h " if hold else ""
+    loop = (f'i=0; while [ $i -lt {n} ]; do qsub {flag}-terse -b y -v SOMA_N=$i -o {shlex.quote(out)}/raw$i.out '
+            f'-j y /bin/echo "job $i" "it\'s" >/dev/null || exit 1; i=$((i+1)); done')
+    t0 = time.perf_counter()
+    subprocess.run(["sh", "-c", loop], check=True)
+    return time.perf_counter() - t0
+
+
+def inside_drmaa(n: int) -> int:
+    """The DRMAA measurements, run inside the cluster (``--inside-drmaa``); prints its report."""
+    from soma_schedulers.schedulers.drmaa_scheduler import DrmaaScheduler
+
+    shared = os.environ.get("BENCH_DIR") or tempfile.mkdtemp()
+    out = tempfile.mkdtemp(prefix="bench-arrays-", dir=shared)
+    os.chmod(out, 0o755)
+    user = os.environ.get("USER", "alice")
+
+    def ours(arrays: str = "auto") -> DrmaaScheduler:
+        return DrmaaScheduler(SchedulerConfig(status_cache_seconds=0.5, arrays=arrays,
+                                              options={"tmp_dir": f"{shared}/drmaa-scripts"}))
+
+    def delete_all() -> None:
+        subprocess.run(["qdel", "-u", user], capture_output=True)
+        time.sleep(1)
+
+    s = ours()
+    implementation = s.implementation
+    t0 = time.perf_counter()
+    ids = s.job_submission(_jobs(n, out, hold=True))
+    t_ours = time.perf_counter() - t0
+    assert None not in ids, s.last_submission_errors
+    t0 = time.perf_counter()
+    held = s.get_jobs_status(ids)  # type: ignore[arg-type]
+    t_poll = time.perf_counter() - t0
+    assert set(held.values()) == {"user_on_hold"}, set(held.values())
+    delete_all()
+    s.clean()
+    never = ours("never")
+    t0 = time.perf_counter()
+    never_ids = never.job_submission(_jobs(n, out, hold=True))
+    t_never = time.perf_counter() - t0
+    assert None not in never_ids, never.last_submission_errors
+    delete_all()
+    never.clean()
+    t_raw = _qsub_loop(n, out, hold=True)
+    delete_all()
+
+    s = ours()
+    e2e_ours = _end_to_end(s, n, out)
+    s.clean()
+
+    print(f"## sge (DRMAA, {implementation}): {n} different jobs (own argv, env, stdout)\n")
+    print("| measurement | time | ratio to ours with arrays |")
+    print("|---|---|---|")
+    print(f"| ours, arrays (`ARRAYS=auto`): `runBulkJobs` | {t_ours:.3f} s | 1x |")
+    print(f"| ours, `ARRAYS=never`: a `runJob` loop | {t_never:.2f} s | {t_never / t_ours:.0f}x slower |")
+    print(f"| raw `qsub -h` loop in the container | {t_raw:.2f} s | {t_raw / t_ours:.0f}x slower |")
+    print(f"| one status poll of the {n} held tasks ({n} `jobStatus`) | {t_poll * 1000:.0f} ms | |")
+    print(f"| submission to all ended, ours (arrays) | {e2e_ours:.1f} s | |")
+    print(f"\narrays sge-drmaa: submit {n} jobs ours {t_ours:.3f} s, runJob loop {t_never:.2f} s, "
+          f"ratio {t_never / t_ours:.0f}x\n", flush=True)
+    return 0
+
+
+def bench_drmaa(drms: str, n: int) -> int:
+    """Run :func:`inside_drmaa` in cluster ``drms`` (its report goes to stdout)."""
+    from soma_schedulers.testing.incontainer import run_in_cluster
+
+    def command(cluster: docker_harness.DrmsCluster) -> list[str]:
+        return ["env", f"BENCH_DIR={cluster.shared_dir}", "python3",
+                f"{docker_harness.SOURCE_MOUNT}/benchmarks/bench_arrays.py", "--inside-drmaa", "--jobs", str(n)]
+
+    return run_in_cluster(drms, command, lambda line: print(line, file=sys.stderr))
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--drms", action="append", default=[])
     p.add_argument("--jobs", type=int, default=1000)
     p.add_argument("--sw-sample", type=int, default=100)
+    p.add_argument("--inside-drmaa", action="store_true", help="(run in a DRMAA cluster's controller)")
     a = p.parse_args()
-    reports = [bench(d, a.jobs, a.sw_sample) for d in a.drms or ["slurm", "slurm-24.11"]]
-    print("\n".join(reports))
-    return 0
+    if a.inside_drmaa:
+        return inside_drmaa(a.jobs)
+    rc = 0
+    for d in a.drms or ["slurm", "slurm-24.11"]:
+        if d in DRMAA_CLUSTERS:
+            rc = bench_drmaa(d, a.jobs) or rc
+        else:
+            print(bench(d, a.jobs, a.sw_sample), flush=True)
+    return rc
 
 
 if __name__ == "__main__":

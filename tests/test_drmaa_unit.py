@@ -8,6 +8,7 @@ deleted before it ran.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -36,6 +37,7 @@ from soma_schedulers.runner import CommandResult
 from soma_schedulers.scheduler import build_scheduler, get_scheduler_implementation
 from soma_schedulers.schedulers import drmaa_scheduler as dm
 from soma_schedulers.schedulers.drmaa import attach as da
+from soma_schedulers.schedulers.drmaa import scripts as dscripts
 from soma_schedulers.schedulers.drmaa import session as ds
 from soma_schedulers.schedulers.drmaa import slurm as dslurm
 from soma_schedulers.testing.faults import FaultPlan, inject_drmaa_faults
@@ -125,6 +127,25 @@ def fake_module(drms: FakeDRMS) -> types.ModuleType:
                 drms.end(jid, info(rc))
             return jid
 
+        def runBulkJobs(self, jt: Template, first: int, last: int, incr: int) -> list[str]:
+            drms.calls.append(f"runBulkJobs {first}-{last}:{incr}")
+            if getattr(jt, "nativeSpecification", "").startswith("-q nosuch"):
+                raise E.DeniedByDrmException('code 17: job requests unknown queue "nosuch"')
+            array = str(next(drms.ids))
+            held = getattr(jt, "jobSubmissionState", "") == "drmaa_hold"
+            ids = []
+            slurm = "Slurm" in drms.implementation
+            for task in range(first, last + 1, incr):
+                jid = f"{array}_{task}" if slurm else f"{array}.{task}"  # slurm-drmaa's form, SGE's
+                drms.templates[jid] = dict(vars(jt))
+                drms.states[jid] = C.USER_ON_HOLD if held else C.QUEUED_ACTIVE
+                if drms.run_scripts:
+                    env = {**os.environ, "SLURM_ARRAY_TASK_ID" if slurm else "SGE_TASK_ID": str(task)}
+                    rc = subprocess.run([jt.remoteCommand, *jt.args], check=False, env=env).returncode  # type: ignore[attr-defined]
+                    drms.end(jid, info(rc))
+                ids.append(jid)
+            return ids
+
         def jobStatus(self, jid: str) -> str:
             drms.calls.append(f"jobStatus {jid}")
             if drms.status_error is not None:
@@ -176,6 +197,11 @@ def sched(drms: FakeDRMS, tmp_path: Path) -> Iterator[dm.DrmaaScheduler]:
     assert isinstance(s, dm.DrmaaScheduler)
     yield s
     s.clean()
+
+
+def one_by_one(s: dm.DrmaaScheduler) -> None:
+    """Submit with runJob only (ARRAYS = never), for the cases about single submissions."""
+    s.config = dataclasses.replace(s.config, arrays="never")
 
 
 def submit(s: dm.DrmaaScheduler, *jobs: Job) -> list[str]:
@@ -459,6 +485,12 @@ class FakeSacct:
         from soma_schedulers.runner import CommandResult
 
         self.calls.append(list(argv))
+        if argv[0] == "scontrol":
+            return CommandResult(tuple(argv), 0, "MaxArraySize            = 1001\n", "", 0.01)
+        if argv[:3] == ["squeue", "-h", "-r"]:  # squeue -h -r -t all -j ARRAYS -o %i: the tasks it lists
+            arrays = argv[6].split(",")
+            listed = [i for i in self.squeue if i.partition("_")[0] in arrays]
+            return CommandResult(tuple(argv), 0, "".join(f"{i}\n" for i in listed), "", 0.01)
         if argv[0] == "squeue":  # squeue -h -t all -j IDS -o %i|%U: the jobs slurmctld has, uid 1000
             known = [i for i in argv[5].split(",") if i in self.squeue]
             if not known:
@@ -535,7 +567,7 @@ def test_slurm_drmaa_without_accounting(sched: dm.DrmaaScheduler, drms: FakeDRMS
     assert sched.get_job_exit_info(ids[0]) == (C.FINISHED_REGULARLY, 5, None, None)
     drms.end(ids[1], slurm_info(0))
     assert sched.get_job_exit_info(ids[1]) == (C.FINISHED_REGULARLY, 0, None, None)
-    assert len(slurm.calls) == 1  # asked once
+    assert [c[0] for c in slurm.calls] == ["scontrol", "sacct"]  # MaxArraySize, then sacct asked once
 
 
 def test_slurm_drmaa_lost_job_exit_code_from_accounting(sched: dm.DrmaaScheduler, drms: FakeDRMS,
@@ -582,7 +614,8 @@ class FakeSge:
         cmd, name = argv[0], argv[-1]
         ids = [j for j, t in self.drms.templates.items() if t.get("jobName") == name]
         if cmd == "qstat" and ids:
-            return CommandResult(tuple(argv), 0, f"job_number:                 {ids[0]}\n", "", 0.0)
+            number = ids[0].partition(".")[0]  # an array's tasks: its job number
+            return CommandResult(tuple(argv), 0, f"job_number:                 {number}\n", "", 0.0)
         if cmd == "qstat":
             return CommandResult(tuple(argv), 1, "", f"Following jobs do not exist: \n{name}\n", 0.0)
         return CommandResult(tuple(argv), 1, "", f"error: job name {name} not found\n", 0.0)
@@ -601,7 +634,7 @@ def test_drmaa_fault_kinds(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
     errors: Any = sys.modules["drmaa"].errors
     with pytest.raises(ValueError, match="truncate"):
         inject_drmaa_faults(sched, FaultPlan(kinds=("truncate",)))
-    session = sched._open()
+    session = sched.open_session()
     jt = session.createJobTemplate()
     jt.remoteCommand, jt.args = "/bin/true", []
     for kind, reaches in (("fail", False), ("hang", False), ("lost", True)):
@@ -620,6 +653,7 @@ def test_drmaa_fault_kinds(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
 
 
 def test_lost_runjob_is_found_by_its_name(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    one_by_one(sched)
     plan = faulty(sched, drms, ("lost",), calls=("runJob",))
     ids = submit(sched, Job(command=["x"], name="n"), Job(command=["x"]))
     assert sorted(ids) == sorted(drms.templates) and len(ids) == 2  # tracked, not submitted twice
@@ -629,6 +663,7 @@ def test_lost_runjob_is_found_by_its_name(sched: dm.DrmaaScheduler, drms: FakeDR
 
 
 def test_failed_runjob_is_retried_once_absent(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    one_by_one(sched)
     plan = faulty(sched, drms, ("fail", "hang"), rate=0.5, calls=("runJob",), seed=3)
     ids = sched.job_submission([Job(command=["x"]) for _ in range(30)])
     submitted = [i for i in ids if i is not None]
@@ -671,8 +706,8 @@ class FakeSlurmByName:
             raise CommandError(list(argv), 1, "slurm_load_jobs error: Unable to contact slurm controller")
         name = next(a.split("=", 1)[1] for a in argv if a.startswith("--name="))
         ids = [j for j, t in self.drms.templates.items() if t.get("jobName") == name]
-        if argv[0] == "squeue":
-            ids = [j for j in ids if j not in self.purged]
+        if argv[0] == "squeue":  # -o %A: an array's own id
+            ids = list(dict.fromkeys(j.partition("_")[0] for j in ids if j not in self.purged))
         return CommandResult(tuple(argv), 0, "".join(f"{j}\n" for j in ids), "", 0.0)
 
 
@@ -747,7 +782,7 @@ def test_polling_under_faults_loses_no_end(sched: dm.DrmaaScheduler, drms: FakeD
 
 def test_drms_down_every_job_undetermined_then_aborted(drms: FakeDRMS, tmp_path: Path) -> None:
     s = build_scheduler("drmaa", {"OPTION_TMP_DIR": str(tmp_path), "STATUS_CACHE_SECONDS": "0",
-                                  "UNDETERMINED_TIMEOUT": "0.3"})
+                                  "UNDETERMINED_TIMEOUT": "0.3", "ARRAYS": "never"})
     assert isinstance(s, dm.DrmaaScheduler)
     s.call_backoff = 0.0
     ids = submit(s, Job(command=["x"]), Job(command=["x"]), Job(command=["x"]))
@@ -884,7 +919,8 @@ def test_slurm_drmaa_attach(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: Fak
 
 def test_clean_keeps_the_scripts_of_jobs_not_seen_to_end(drms: FakeDRMS, tmp_path: Path) -> None:
     """A job outlives the process that submitted it (another attaches to it): its script must too."""
-    s = build_scheduler("drmaa", {"OPTION_TMP_DIR": str(tmp_path / "scripts"), "STATUS_CACHE_SECONDS": "0"})
+    s = build_scheduler("drmaa", {"OPTION_TMP_DIR": str(tmp_path / "scripts"), "STATUS_CACHE_SECONDS": "0",
+                                  "ARRAYS": "never"})
     assert isinstance(s, dm.DrmaaScheduler)
     ended, queued = submit(s, Job(command=["x"]), Job(command=["y"]))
     scripts = {j: drms.templates[j]["args"][0] for j in (ended, queued)}
@@ -899,3 +935,155 @@ def test_clean_keeps_the_scripts_of_jobs_not_seen_to_end(drms: FakeDRMS, tmp_pat
     assert s2.get_job_status(jid) == C.DONE
     s2.clean()
     assert list((tmp_path / "scripts2").iterdir()) == []  # every job ended: the directory goes
+
+
+# -- job arrays (runBulkJobs) ---------------------------------------------------------------------
+
+def test_a_list_goes_as_one_array_each_task_its_own_job(sched: dm.DrmaaScheduler, drms: FakeDRMS,
+                                                         tmp_path: Path) -> None:
+    drms.run_scripts = True
+    out = [tmp_path / f"out{n}" for n in range(3)]
+    jobs = [Job(command=["/bin/sh", "-c", 'printf "%s|%s" "$1" "$K"', "sh", arg], env={"K": f"k{n}"},
+                stdout_file=str(out[n]), name=f"n{n}") for n, arg in enumerate(["a b", "$x", "é"])]
+    ids = submit(sched, *jobs)
+    assert ids == ["1.1", "1.2", "1.3"] and [c for c in drms.calls if c.startswith("run")] == ["runBulkJobs 1-3:1"]
+    assert [p.read_text() for p in out] == ["a b|k0", "$x|k1", "é|k2"]
+    [path] = {drms.templates[j]["args"][0] for j in ids}
+    assert oct(Path(path).stat().st_mode & 0o777) == "0o600"
+    # an SGE array has one name: the jobs' differ, so it is the default one (with the token)
+    assert re.fullmatch(r"job\.soma[0-9a-f]{16}", drms.templates[ids[0]]["jobName"])
+    assert sched.get_jobs_exit_info(ids)[ids[0]][:3] == (C.FINISHED_REGULARLY, 0, None)
+    assert not Path(path).exists()
+
+
+def test_the_array_script_is_removed_when_every_task_ended(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    ids = submit(sched, Job(command=["x"], name="same"), Job(command=["y"], name="same"))
+    path = drms.templates[ids[0]]["args"][0]
+    assert drms.templates[ids[1]]["args"][0] == path and drms.templates[ids[0]]["jobName"].startswith("same.soma")
+    drms.end(ids[0], info(0))
+    assert sched.get_job_status(ids[0]) == C.DONE and Path(path).exists()
+    drms.end(ids[1], info(1))
+    assert sched.get_job_exit_info(ids[1])[:3] == (C.FINISHED_REGULARLY, 1, None) and not Path(path).exists()
+
+
+def test_array_task_launch_errors_are_per_task(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    drms.run_scripts = True
+    ids = submit(sched, Job(command=["/bin/true"]), Job(command=["/nonexistent/prog"]), Job(command=["/bin/true"]))
+    assert sched.get_jobs_status(ids) == dict(zip(ids, [C.DONE, C.FAILED, C.DONE], strict=True))
+    assert sched.get_job_error(ids[1]) == "command not found: /nonexistent/prog"
+    assert sched.get_job_error(ids[0]) is None and sched.get_job_error(ids[2]) is None
+    assert os.listdir(sched._script_dir()) == []  # script and launch file gone
+
+
+def test_array_keys_split_the_list(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    jobs = [Job(command=["a"]), Job(command=["b"], hold=True), Job(command=["c"]), Job(command=["d"], queue="q2"),
+            Job(command=["e"], hold=True), Job(command=["f"], queue="q2", native_specification="-l h=x")]
+    ids = submit(sched, *jobs)
+    assert ids == ["1.1", "2.1", "1.2", "3", "2.2", "4"]  # arrays of 2; the last two alone
+    assert drms.states["2.1"] == C.USER_ON_HOLD and drms.templates["3"]["nativeSpecification"] == "-q q2"
+
+
+def test_array_tasks_are_killed_one_by_one(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    ids = submit(sched, *[Job(command=["x"], hold=True) for _ in range(3)])
+    drms.states[ids[2]] = C.RUNNING
+    sched.kill_job(ids[0])
+    sched.kill_job(ids[2])
+    assert [c for c in drms.calls if c.startswith("control")] == [f"control {ids[0]} terminate",
+                                                                    f"control {ids[2]} terminate"]
+    infos = sched.get_jobs_exit_info(ids)
+    assert infos[ids[0]][0] == C.EXIT_NOTRUN and infos[ids[2]][0] == C.USER_KILLED
+    assert sched.get_job_status(ids[1]) == C.USER_ON_HOLD
+
+
+def test_refused_array_fails_exactly_its_jobs(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    ids = sched.job_submission([Job(command=["x"], queue="nosuch"), Job(command=["x"], queue="nosuch"),
+                                Job(command=["x"]), Job(command=["y"])])
+    assert ids == [None, None, "1.1", "1.2"]
+    errors = sched.last_submission_errors
+    assert errors[0] == errors[1] and "DRMAA refused the array of 2 jobs" in (errors[0] or "")
+    assert 'unknown queue "nosuch"' in (errors[0] or "") and errors[2:] == [None, None]
+    assert len(os.listdir(sched._script_dir())) == 1  # the refused array's script is removed
+
+
+def test_lost_runbulkjobs_is_found_by_its_name(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    plan = faulty(sched, drms, ("lost",), calls=("runBulkJobs",))
+    ids = submit(sched, *[Job(command=["x"]) for _ in range(3)])
+    assert ids == ["1.1", "1.2", "1.3"] and plan.counts == {"lost": 1} and len(drms.templates) == 3
+    drms.end(ids[1], info(4))
+    assert sched.get_job_exit_info(ids[1])[:3] == (C.FINISHED_REGULARLY, 4, None)
+
+
+def test_lost_runbulkjobs_while_sge_cannot_be_asked(sched: dm.DrmaaScheduler, drms: FakeDRMS, tmp_path: Path) -> None:
+    sge = FakeSge(drms, down=True)
+    faulty(sched, drms, ("lost",), calls=("runBulkJobs",), sge=sge)
+    assert sched.job_submission([Job(command=["x"]), Job(command=["y"])]) == [None, None]
+    reason = sched.last_submission_errors[0] or ""
+    assert sched.last_submission_errors[1] == reason and reason.startswith("cannot submit the array of 2 jobs")
+    assert "whether SGE has the array is unknown" in reason and "unable to contact qmaster" in reason
+    assert sge.argvs[-1] == ["qdel", drms.templates["1.1"]["jobName"]]
+    assert not [p for p in (tmp_path / "scripts").rglob("*") if p.is_file()]  # if it runs, it runs nothing
+
+
+def test_failing_runbulkjobs_is_retried_while_sge_has_no_such_array(sched: dm.DrmaaScheduler,
+                                                                     drms: FakeDRMS) -> None:
+    faulty(sched, drms, ("fail",), calls=("runBulkJobs",))
+    assert sched.job_submission([Job(command=["x"]), Job(command=["y"])]) == [None, None]
+    assert "(3 attempts; SGE has no job named job.soma" in (sched.last_submission_errors[0] or "")
+    assert drms.templates == {}
+
+
+def test_other_families_submit_one_by_one(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    drms.implementation = "PBS DRMAA v. 1.0.19"
+    ds.SESSION.implementation = drms.implementation
+    assert submit(sched, Job(command=["x"]), Job(command=["y"])) == ["1", "2"]
+    assert not any(c.startswith("runBulkJobs") for c in drms.calls)
+
+
+def test_sge_array_limits(sched: dm.DrmaaScheduler, drms: FakeDRMS, monkeypatch: pytest.MonkeyPatch) -> None:
+    def qconf(argv: Any, **_: Any) -> CommandResult:
+        return CommandResult(tuple(argv), 0, "max_aj_instances             2000\nmax_aj_tasks                 2\n", "", 0.0)
+
+    sched.runner.run = qconf  # type: ignore[method-assign]
+    assert submit(sched, *[Job(command=["x"]) for _ in range(5)]) == ["1.1", "1.2", "2.1", "2.2", "3"]
+    size = len(dscripts.build_script(Job(command=["x"]), report=dscripts.task_report("SGE_TASK_ID"))) + 16
+    monkeypatch.setattr(dscripts, "MAX_ARRAY_SCRIPT_BYTES", 3 * size + 10)  # 3 jobs' scripts
+    sched.config = dataclasses.replace(sched.config, array_min_size=1)
+    assert sched.array_chunks([Job(command=["x"])] * 7) == [3, 3, 1]
+
+
+def test_sge_task_accounting() -> None:
+    assert da.qacct_argv("12") == ["qacct", "-j", "12"] and da.qacct_argv("12.3") == ["qacct", "-j", "12", "-t", "3"]
+    record = da.parse_qacct("jobnumber    12\ntaskid       3\nfailed       0\n")
+    assert da.is_record_of(record, "12.3") and not da.is_record_of(record, "12.4") and da.is_record_of(record, "12")
+
+
+def test_slurm_lost_runbulkjobs_is_found_by_its_name(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    slurm_drmaa(sched, drms)
+    fake = FakeSlurmByName(drms)
+    sched.max_array_size = lambda: 1000  # type: ignore[method-assign]
+    plan = faulty(sched, drms, ("lost",), calls=("runBulkJobs",), sge=fake)  # type: ignore[arg-type]
+    assert submit(sched, Job(command=["x"]), Job(command=["y"])) == ["1_1", "1_2"] and plan.counts == {"lost": 1}
+    assert fake.argvs[0][-2:] == ["-o", "%A"]
+    fake.purged.update(drms.templates)  # gone from squeue: sacct's JobID 1_1 names the array
+    assert sched.family.job_named(drms.templates["1_1"]["jobName"], 0.0) == "1"
+    assert fake.argvs[-1][0] == "sacct" and fake.argvs[-1][-2:] == ["-o", "JobID"]
+
+
+def test_slurm_array_limit(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: FakeSacct) -> None:
+    assert sched.max_array_size() == 1000  # MaxArraySize 1001: tasks 1 to 1000
+    ids = submit(sched, Job(command=["x"]), Job(command=["y"]))
+    assert ids == ["1_1", "1_2"] and drms.calls.count("runBulkJobs 1-2:1") == 1
+
+
+def test_slurm_pending_task_cancelled_vanishes(sched: dm.DrmaaScheduler, drms: FakeDRMS, slurm: FakeSacct) -> None:
+    """Slurm drops a pending array task that is cancelled; slurm-drmaa keeps its last state."""
+    ids = submit(sched, Job(command=["x"], hold=True), Job(command=["y"], hold=True), Job(command=["z"]))
+    drms.states[ids[2]] = C.RUNNING
+    assert sched.get_job_status(ids[0]) == C.USER_ON_HOLD
+    sched.kill_job(ids[0])
+    drms.states[ids[0]] = C.USER_ON_HOLD  # what slurm-drmaa 1.1.6 keeps saying
+    drms.infos.pop(ids[0], None)
+    slurm.squeue = {ids[1], ids[2]}  # squeue -r lists the others, not the cancelled task
+    assert sched.get_job_exit_info(ids[0]) == (C.EXIT_NOTRUN, None, None, None)
+    assert sched.get_job_status(ids[1]) == C.USER_ON_HOLD
+    assert any(c[:3] == ["squeue", "-h", "-r"] and c[6] == "1" for c in slurm.calls)

@@ -24,7 +24,8 @@ def test_targets_name_real_clusters_once() -> None:
             assert spec.upstream_source == t.upstream or t.kind == "bridge", t.name
             if t.kind == "incontainer":
                 assert spec.scheduler_type in registry.IN_CONTAINER_TYPES, t.name
-    assert incontainer.ALIASES == {"sge-drmaa": "sge", "sge-drmaa-cluster": "sge-cluster"}
+    assert incontainer.ALIASES == {"sge-drmaa": "sge", "sge-drmaa-bulk": "sge", "sge-drmaa-cluster": "sge-cluster",
+                                   "slurm-drmaa-bulk": "slurm-drmaa"}
     assert bridge.HOSTS == {"slurm": "slurm-ssh", "openpbs": "openpbs-ssh", "torque": "torque-ssh"}
 
 

@@ -155,7 +155,7 @@ def record_commands(runner: CommandRunner) -> CommandLog:
 #: The fault kinds that make sense for DRMAA calls (there is no output to cut).
 DRMAA_KINDS = ("fail", "hang", "lost")
 #: The DRMAA session methods the ``drmaa`` backend calls that reach the DRMS.
-DRMAA_CALLS = ("runJob", "jobStatus", "wait", "control")
+DRMAA_CALLS = ("runJob", "runBulkJobs", "jobStatus", "wait", "control")
 
 
 class _FaultySession:

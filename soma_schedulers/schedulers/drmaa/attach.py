@@ -39,8 +39,8 @@ from ...usage import format_usage, memory_to_kb, parse_hms
 from ..slurm_accounting import ABORTED, SacctJob, complete_lines, query_sacct
 from .common import LIVE
 
-__all__ = ["ASK_EVERY", "UNRECORDED_GRACE", "AttachedJobs", "SgeAttached", "SlurmAttached", "parse_qacct",
-           "sge_end", "slurm_end"]
+__all__ = ["ASK_EVERY", "UNRECORDED_GRACE", "AttachedJobs", "SgeAttached", "SlurmAttached", "is_record_of",
+           "parse_qacct", "qacct_argv", "sge_end", "slurm_end"]
 
 #: Seconds between two accounting asks about the same attached job (SGE: ``qacct``, one per job).
 ASK_EVERY = 2.0
@@ -52,6 +52,18 @@ SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Start", "ElapsedRaw", "TotalCP
 _NO_RECORD = re.compile(r"not found|accounting: No such file or directory")
 _ZOMBIE = re.compile(r"^\s*(\d+)\s", re.MULTILINE)
 _SIGKILL_EXIT = 128 + int(signal.SIGKILL)
+
+
+def qacct_argv(job_id: str) -> list[str]:
+    """``qacct -j ID``, for an array task (``12.3``: SGE's DRMAA task id) ``qacct -j 12 -t 3``."""
+    job, _, task = job_id.partition(".")
+    return ["qacct", "-j", job, *(["-t", task] if task else [])]
+
+
+def is_record_of(record: Mapping[str, str], job_id: str) -> bool:
+    """Whether a :func:`parse_qacct` record is job ``job_id``'s (an array task's: its task's)."""
+    job, _, task = job_id.partition(".")
+    return record.get("jobnumber") == job and (not task or record.get("taskid") == task)
 
 
 def parse_qacct(text: str) -> dict[str, str]:
@@ -189,7 +201,7 @@ class SgeAttached(AttachedJobs):
             if attaching:
                 if zombies is None:
                     zombies = self._zombies()
-                if job_id not in zombies and states[job_id] is None:
+                if not self.is_zombie(job_id, zombies) and states[job_id] is None:
                     continue  # unknown: neither live, nor finished, nor accounted
             last = self._last.get(job_id)
             if job_id in terminated and last in C.WAITING_STATES:
@@ -209,13 +221,13 @@ class SgeAttached(AttachedJobs):
             return None
         self._asked[job_id] = now
         try:
-            result = self.runner.run(["qacct", "-j", job_id], check=False)
+            result = self.runner.run(qacct_argv(job_id), check=False)
         except CommandNotFoundError:
             self.accounting = False
             return None
         if result.returncode == 0:
             record = parse_qacct(result.stdout)
-            if record.get("jobnumber") == job_id:
+            if is_record_of(record, job_id):
                 return record
         elif not _NO_RECORD.search(result.stderr + result.stdout):
             raise CommandError(result.argv, result.returncode, result.stderr, result.stdout)
@@ -225,6 +237,11 @@ class SgeAttached(AttachedJobs):
         """The jobs qmaster lists as finished (``qstat -s z``): the last ``finished_jobs`` ones."""
         out = self.runner.run(["qstat", "-s", "z", "-u", "*"]).stdout
         return set(_ZOMBIE.findall(out))
+
+    @staticmethod
+    def is_zombie(job_id: str, zombies: set[str]) -> bool:
+        """Whether ``job_id`` (an array task: its array) is among the finished jobs ``zombies``."""
+        return job_id.partition(".")[0] in zombies
 
 class SlurmAttached(AttachedJobs):
     """Slurm's attached jobs (slurm-drmaa): ends and owners from ``sacct`` (see the module docstring)."""
@@ -275,7 +292,9 @@ class SlurmAttached(AttachedJobs):
 
     def _sacct(self, ids: list[str]) -> dict[str, SacctJob]:
         try:
-            jobs = query_sacct(self.runner, ids, SACCT_FIELDS)
+            # an array task's record: JobID 12_3 (its JobIDRaw is its own)
+            jobs = query_sacct(self.runner, ids, ("JobID", *SACCT_FIELDS[1:]) if any("_" in i for i in ids)
+                               else SACCT_FIELDS)
         except CommandNotFoundError:
             jobs = None
         self.accounting = jobs is not None

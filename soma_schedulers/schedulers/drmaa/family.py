@@ -61,6 +61,10 @@ class Family:
     findable: ClassVar[bool] = False
     #: How jobs of other sessions are observed (attach).
     attached_type: ClassVar[type[AttachedJobs]] = AttachedJobs
+    #: The environment variable holding an array task's index (``runBulkJobs``), None: no arrays.
+    task_index: ClassVar[str | None] = None
+    #: The index of an array's first task (``runBulkJobs(jt, first, ...)``).
+    first_task: ClassVar[int] = 1
 
     def __init__(self, host: FamilyHost) -> None:
         self.host = host
@@ -108,6 +112,16 @@ class Family:
     def delete_named(self, name: str) -> list[str]:
         """The command deleting the job named ``name``. Only if ``findable``."""
         raise NotImplementedError(f"{self.drms} jobs cannot be deleted by name")
+
+    # -- job arrays (runBulkJobs) ----------------------------------------------------------------
+    def max_array_size(self) -> int:
+        """How many tasks one array may hold (0: arrays not used). This base: none."""
+        return 0
+
+    def task_id(self, array_id: str, index: int) -> str:
+        """The id DRMAA gives task ``index`` of the array (job) ``array_id``, for an array found by
+        its name after ``runBulkJobs``'s answer was lost. Only if :attr:`task_index` is set."""
+        raise NotImplementedError(f"{self.drms} arrays are not used through DRMAA")
 
     # -- ends -------------------------------------------------------------------------------------
     def awaits(self, job_id: str) -> bool:

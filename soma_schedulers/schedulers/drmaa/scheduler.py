@@ -17,6 +17,19 @@ the scripts of jobs not seen to end (they outlive the scheduler, see :mod:`.atta
 A script that cannot start its command writes the reason to
 ``<script>.launch`` and exits 127: the job ends ``failed``/``aborted``.
 
+Job arrays: the jobs of one ``job_submission`` that share their native specification, job
+category and hold state go as one ``runBulkJobs`` (``ARRAYS``/``ARRAY_MIN_SIZE``, see
+docs/contract.md "Bulk submission") on a family whose tasks know their index
+(:attr:`.family.Family.task_index`: SGE's ``$SGE_TASK_ID``, slurm-drmaa's
+``$SLURM_ARRAY_TASK_ID``; tasks numbered from 1), at most :meth:`.family.Family.max_array_size`
+tasks (SGE's ``max_aj_tasks``, Slurm's ``MaxArraySize`` less one) and a script of at most 1 MiB
+per array. The array's one private script runs task ``i``'s own job script
+(:func:`soma_schedulers.arrays.array_script`); a task writes its launch error to
+``<script>.launch.<i>``, and the script is deleted when every task's end is recorded. Each task
+is a job of its own to DRMAA (SGE ``12.3``, slurm-drmaa ``12_3``): status, ``wait``, ``control``.
+An array has one name (the jobs' when they all have the same, else ``job``), which carries the
+token. PBS: one ``runJob`` per job.
+
 Polling: DRMAA has no batched status call, so a poll costs one
 ``jobStatus`` per unfinished job (``status_cache_seconds`` shared by every
 caller and thread), plus one ``wait(id, TIMEOUT_NO_WAIT)`` to reap each job
@@ -40,12 +53,13 @@ a job still without an answer is ``undetermined`` (and so are the jobs of that
 poll not yet asked: the DRMS is down), at most ``undetermined_timeout``
 seconds, then ``failed``/``aborted`` with the reason kept. An end that
 ``wait`` gave (libdrmaa gives it once) is kept until the job's record takes
-it, whatever fails in the same poll. A submission is never retried blindly:
-on SGE and Slurm the job name carries a unique token (``<name>.soma<hex>``,
+it, whatever fails in the same poll. A submission (:mod:`.submit`: ``runJob``,
+``runBulkJobs``) is never retried blindly: on SGE and Slurm the job (or array) name carries a unique token (``<name>.soma<hex>``,
 name ``job`` by default), and after such a failure the job is looked for by
 that name (SGE: ``qstat -j``, then ``qacct -j`` for a job that ended at once;
 Slurm: ``squeue --name``, then ``sacct --name``): found, it is tracked;
-absent, ``runJob`` is retried (up to ``command_retries`` times); when the DRMS
+an array's tasks get their ids from its number (``Family.task_id``);
+absent, the call is retried (up to ``command_retries`` times); when the DRMS
 cannot be asked either, the submission fails with the reason, the job is
 deleted by name (``qdel``, ``scancel --name``; best effort) and its script
 removed, so a job that the DRMS did create runs nothing. Other implementations
@@ -68,44 +82,31 @@ with the previous contact string.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
-import uuid
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ... import constants as C
 from ...config import SchedulerConfig
-from ...errors import CommandError, ConfigurationError, SubmissionError
+from ...errors import ArraysRefused, CommandError, ConfigurationError
 from ...job import Job
 from ...polled import Observation, PolledScheduler
 from ...runner import CommandRunner
 from ...scheduler import CAPABILITIES
 from . import session as shared
 from .attach import AttachedJobs
-from .common import (
-    LIVE,
-    TOKEN_MARK,
-    TRANSIENT_ERRORS,
-    LookupFailed,
-    drmaa_unavailable_reason,
-    end_observation,
-    import_drmaa,
-    job_name,
-    one_line,
-)
+from .common import LIVE, TRANSIENT_ERRORS, drmaa_unavailable_reason, end_observation, import_drmaa, one_line
 from .family import Family
 from .scripts import JobScripts
+from .submit import Submission, Submitter
 
-__all__ = ["DEFAULT_TMP_DIR", "LOOKUP_ATTEMPTS", "DrmaaScheduler"]
+__all__ = ["DEFAULT_TMP_DIR", "DrmaaScheduler"]
 
 #: Default parent of the private script directories (``options["tmp_dir"]``).
 DEFAULT_TMP_DIR = "~/.soma-schedulers/drmaa"
-#: Attempts at finding a submission whose answer was lost (the DRMS may be failing right now).
-LOOKUP_ATTEMPTS = 5
 # The script path is a DRMAA argument, which SGE hands to a shell unquoted.
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_./,+=@%:-]+")
 
@@ -146,6 +147,9 @@ class DrmaaScheduler(PolledScheduler):
         self._attached: AttachedJobs | None = None  # how attached jobs are observed (.attach)
         self._family: Family | None = None
         self._session: Any = None
+        self._max_array_size: int | None = None
+        #: Submits with ``runJob``/``runBulkJobs`` (lost answers found by name: :mod:`.submit`).
+        self.submitter = Submitter(self)
         #: Applied to the session each DRMAA call goes through (fault injection: testing.faults).
         self.session_wrapper: Callable[[Any], Any] | None = None
         self.wake()
@@ -199,18 +203,20 @@ class DrmaaScheduler(PolledScheduler):
         """The ``drmaa`` package (its ``errors``, ``JobControlAction``...), imported when built."""
         return self._drmaa
 
-    def _open(self) -> Any:
+    def open_session(self) -> Any:
+        """The DRMAA session to call (reopened after :meth:`sleep`), wrapped by :attr:`session_wrapper`."""
         if self._session is None or self.is_sleeping:
             self.wake()
         return self.session_wrapper(self._session) if self.session_wrapper else self._session
 
-    def _transient(self) -> tuple[type[BaseException], ...]:
+    def transient_errors(self) -> tuple[type[BaseException], ...]:
+        """The DRMAA errors after which a call may or may not have reached the DRMS."""
         errors = self._drmaa.errors
         return tuple(getattr(errors, n) for n in TRANSIENT_ERRORS if isinstance(getattr(errors, n, None), type))
 
     def _retrying(self, call: Callable[[], Any]) -> Any:
         """``call()``, retried ``command_retries`` times on a transient DRMAA error."""
-        transient = self._transient()
+        transient = self.transient_errors()
         for attempt in range(self.config.command_retries + 1):
             if attempt:
                 time.sleep(self.call_backoff * 2 ** (attempt - 1))
@@ -240,108 +246,63 @@ class DrmaaScheduler(PolledScheduler):
         native, category, job = self.native_specification_string(job)
         path = self.scripts.write(job)
         try:
-            job_id = self._run_job(job, path, native, category)
+            [job_id] = self.submitter.submit(Submission(path, native, category, job.hold, job.name))
         except BaseException:
             self.scripts.remove(path)
             raise
-        self.scripts.files[job_id] = path
+        self.scripts.add([job_id], path)
         return job_id
 
-    def _run_job(self, job: Job, path: str, native: str, category: str | None) -> str:
-        """``runJob``; for a family whose jobs can be found by name (the name carries a token), a
-        transient failure is followed by a look-up by name, then a retry if the DRMS has no such job."""
-        d = self._drmaa
-        last: BaseException | None = None
+    # -- job arrays (runBulkJobs) ----------------------------------------------------------------
+    def array_key(self, job: Job) -> Hashable | None:
+        """Jobs with the same native specification, category and hold share arrays (not the name:
+        an array has one), on a family whose tasks know their index (:attr:`Family.task_index`)."""
+        if self.family.task_index is None:
+            return None
+        native, category, _job = self.native_specification_string(job)
+        return native, category, job.hold
+
+    def max_array_size(self) -> int:
+        """The family's limit of tasks per array (SGE: ``max_aj_tasks``), asked once."""
+        if self._max_array_size is None:
+            self._max_array_size = self.family.max_array_size()
+        return self._max_array_size
+
+    def array_chunks(self, jobs: Sequence[Job]) -> list[int]:
+        """Arrays whose script stays under :data:`~.scripts.MAX_ARRAY_SCRIPT_BYTES` (every task reads
+        and parses the whole script)."""
+        return self.scripts.chunks([self.native_specification_string(job)[2] for job in jobs])
+
+    def submit_array(self, jobs: Sequence[Job]) -> list[str]:
+        """One ``runBulkJobs`` of ``/bin/sh <array script>``, whose task ``first + n`` runs ``jobs[n]``'s
+        own script (:func:`soma_schedulers.arrays.array_script`); the tasks' ids, in order. The array
+        takes the jobs' name when they all have the same (an SGE array has one name)."""
         family = self.family
-        name = job_name(job.name) if job.name else None
-        if family.findable:  # the token finds the job again when runJob's answer is lost
-            name = f"{(name or 'job')[:100]}{TOKEN_MARK}{uuid.uuid4().hex[:16]}"
-        attempts = self.config.command_retries + 1 if family.findable else 1
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(self.call_backoff * 2 ** (attempt - 1))
-            session = self._open()
-            since = time.monotonic()
-            try:
-                with shared.SESSION.lock:
-                    return self._run_job_once(session, job, path, native, category, name)
-            except self._transient() as exc:
-                if not family.findable or name is None:  # no way to find the job: if the DRMS made it, it runs nothing
-                    raise SubmissionError(f"cannot submit: DRMAA: {one_line(exc)} (if the DRMS made the job, "
-                                          "it runs nothing: its script is removed)") from None
-                try:
-                    found = self._find_submitted(family, name, since)
-                except LookupFailed as why:
-                    self._forget_submission(family, name)
-                    raise SubmissionError(
-                        f"cannot submit: DRMAA: {one_line(exc)}; whether {family.drms} has the job is unknown ({why}): "
-                        f"job {name} deleted by name, its script removed") from None
-                if found is not None:
-                    if self.logger:
-                        self.logger.warning("runJob's answer was lost (%s); found job %s by its name %s",
-                                            one_line(exc), found, name)
-                    return found
-                last = exc
-            except d.errors.DrmaaException as exc:
-                raise SubmissionError(f"DRMAA refused the job: {one_line(exc)}") from None
-        raise SubmissionError(f"cannot submit: DRMAA: {one_line(last or RuntimeError())} ({attempts} attempts; "
-                              f"{family.drms} has no job named {name})")
-
-    def _run_job_once(self, session: Any, job: Job, path: str, native: str, category: str | None,
-                      name: str | None) -> str:
-        d = self._drmaa
-        jt = session.createJobTemplate()
+        if family.task_index is None or self.max_array_size() < 1:
+            raise ArraysRefused(f"{family.drms} job arrays are not used through DRMAA here")
+        prepared = [self.native_specification_string(job) for job in jobs]
+        native, category, _job = prepared[0]
+        names = {job.name for job in jobs}
+        path = self.scripts.write_array([job for _n, _c, job in prepared], family.task_index, family.first_task)
         try:
-            jt.remoteCommand = "/bin/sh"
-            jt.args = [path]
-            jt.outputPath = ":/dev/null"
-            jt.errorPath = ":/dev/null"
-            if name:
-                jt.jobName = name
-            if job.hold:
-                jt.jobSubmissionState = d.JobSubmissionState.HOLD_STATE
-            if native:
-                jt.nativeSpecification = native
-            if category:
-                jt.jobCategory = category
-            return str(session.runJob(jt))
-        finally:
-            with contextlib.suppress(d.errors.DrmaaException):
-                session.deleteJobTemplate(jt)
-
-    def _find_submitted(self, family: Family, name: str, since: float) -> str | None:
-        """The job named ``name`` (a unique token), live or ended, None when the DRMS has none
-        (:meth:`Family.job_named`). Raises LookupFailed when it cannot tell after LOOKUP_ATTEMPTS tries."""
-        last: Exception | None = None
-        for attempt in range(LOOKUP_ATTEMPTS):
-            if attempt:
-                time.sleep(self.runner.backoff * attempt)
-            try:
-                return family.job_named(name, since)
-            except CommandError as exc:
-                last = exc
-                if self.logger:
-                    self.logger.warning("looking for the lost submission %s: %s", name, exc)
-        raise LookupFailed(one_line(last) if last else "no answer")
-
-    def _forget_submission(self, family: Family, name: str) -> None:
-        """Delete (best effort) the job named ``name``, if it exists: it is not tracked."""
-        try:
-            self.runner.run(family.delete_named(name), check=False)
-        except CommandError as exc:
-            if self.logger:
-                self.logger.warning("cannot delete the untracked job %s: %s", name, exc)
+            ids = self.submitter.submit(Submission(path, native, category, jobs[0].hold,
+                                                   jobs[0].name if len(names) == 1 else None, len(jobs)))
+        except BaseException:
+            self.scripts.remove(path)
+            raise
+        self.scripts.add(ids, path, family.first_task)
+        return ids
 
     # -- jobs of other sessions (.attach) -----------------------------------------------------
     def _attached_jobs(self) -> AttachedJobs:
         if self._attached is None:
-            self._open()
+            self.open_session()
             self._attached = self.family.attached_jobs(self._job_status)
         self._attached.runner = self.runner  # (replaced by tests and fault injection)
         return self._attached
 
     def _job_status(self, job_id: str) -> str | None:
-        session = self._open()
+        session = self.open_session()
         with shared.SESSION.lock:
             return self._status(session, job_id)
 
@@ -366,7 +327,7 @@ class DrmaaScheduler(PolledScheduler):
                 self.mark_undetermined(attached, f"cannot ask the DRMS: {exc}")
                 observed = {}
             return {**observed, **(self.query_jobs(ids) if ids else {})}
-        session = self._open()
+        session = self.open_session()
         family = self.family
         result: dict[str, Observation] = {}
         down: tuple[list[str], str] | None = None  # jobs not asked, and why: the DRMS stopped answering
@@ -454,7 +415,7 @@ class DrmaaScheduler(PolledScheduler):
     # -- cancel -----------------------------------------------------------------------------------------
     def cancel_job(self, job_id: str) -> None:
         d = self._drmaa
-        session = self._open()
+        session = self.open_session()
         tried: list[int] = []
 
         def terminate() -> None:

@@ -16,11 +16,11 @@ from typing import ClassVar
 from ...errors import CommandError, CommandNotFoundError
 from ...polled import Observation
 from ...scripts import LAUNCH_ERROR_EXIT
-from .attach import SgeAttached, parse_qacct
+from .attach import SgeAttached, is_record_of, parse_qacct, qacct_argv
 from .family import Family
 
-__all__ = ["SGE_ACCOUNTING_EVERY", "SGE_ACCOUNTING_GRACE", "SGE_ACCOUNTING_SETTLE", "SGE_WAIT_FALLBACK",
-           "SgeFamily", "apply_qacct"]
+__all__ = ["SGE_ACCOUNTING_EVERY", "SGE_ACCOUNTING_GRACE", "SGE_ACCOUNTING_SETTLE", "SGE_MAX_AJ_TASKS",
+           "SGE_WAIT_FALLBACK", "SgeFamily", "apply_qacct"]
 
 #: Seconds after ``runJob`` by which SGE has the accounting record of a job that ended at once.
 SGE_ACCOUNTING_SETTLE = 3.0
@@ -33,6 +33,8 @@ SGE_ACCOUNTING_GRACE = 180.0
 SGE_WAIT_FALLBACK = 10.0
 #: Seconds between two ``qacct`` asks about the same waiting jobs.
 SGE_ACCOUNTING_EVERY = 2.0
+#: SGE's default ``max_aj_tasks`` (tasks per array), used when ``qconf -sconf`` cannot be read.
+SGE_MAX_AJ_TASKS = 75000
 
 _JOB_NUMBER = re.compile(r"^job_number:\s+(\d+)\s*$", re.MULTILINE)
 _ACCT_NUMBER = re.compile(r"^jobnumber\s+(\d+)\s*$", re.MULTILINE)
@@ -67,7 +69,25 @@ class SgeFamily(Family):
                   "finished jobs, qstat -s z, the last finished_jobs ones")
     findable = True
     attached_type: ClassVar[type[SgeAttached]] = SgeAttached
+    task_index = "SGE_TASK_ID"
+    first_task = 1  # qsub -t 1-N: SGE numbers tasks from 1
     _qacct_at = float("-inf")
+
+    def max_array_size(self) -> int:
+        """``max_aj_tasks`` of ``qconf -sconf`` (0 there: no limit), its default when unreadable."""
+        try:
+            out = self.host.runner.run(["qconf", "-sconf"]).stdout
+        except CommandError as exc:
+            if self.host.logger:
+                self.host.logger.warning("cannot read max_aj_tasks (%s): assuming %d", exc, SGE_MAX_AJ_TASKS)
+            return SGE_MAX_AJ_TASKS
+        found = re.search(r"^max_aj_tasks\s+(\d+)", out, re.M)
+        limit = int(found.group(1)) if found else SGE_MAX_AJ_TASKS
+        return limit or SGE_MAX_AJ_TASKS
+
+    def task_id(self, array_id: str, index: int) -> str:
+        """SGE's DRMAA names task ``index`` of job ``array_id`` ``<array_id>.<index>``."""
+        return f"{array_id}.{index}"
 
     def job_named(self, name: str, since: float) -> str | None:
         """SGE's job named ``name``: live (``qstat -j``), else ended (``qacct -j``)."""
@@ -131,7 +151,7 @@ class SgeFamily(Family):
         records: dict[str, dict[str, str]] = {}
         for job_id in ids:
             try:
-                result = self.host.runner.run(["qacct", "-j", job_id], check=False)
+                result = self.host.runner.run(qacct_argv(job_id), check=False)
             except CommandNotFoundError:
                 self.accounting = False
                 return {}
@@ -141,6 +161,6 @@ class SgeFamily(Family):
                 continue
             if result.returncode == 0:
                 record = parse_qacct(result.stdout)
-                if record.get("jobnumber") == job_id:
+                if is_record_of(record, job_id):
                     records[job_id] = record
         return records
