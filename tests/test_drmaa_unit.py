@@ -604,8 +604,9 @@ def test_slurm_drmaa_kill_of_a_held_job_never_ran(sched: dm.DrmaaScheduler, drms
 class FakeSge:
     """``qstat -j NAME`` / ``qacct -j NAME`` / ``qdel NAME`` answered from the fake DRMS's templates."""
 
-    def __init__(self, drms: FakeDRMS, down: bool = False) -> None:
+    def __init__(self, drms: FakeDRMS, down: bool = False, no_accounting_file: bool = False) -> None:
         self.drms, self.down, self.argvs = drms, down, []  # type: list[list[str]]
+        self.no_accounting_file = no_accounting_file  # before SGE's first job end (recorded, 8.1.9)
 
     def run(self, argv: Any, **_: Any) -> CommandResult:
         self.argvs.append(list(argv))
@@ -618,6 +619,9 @@ class FakeSge:
             return CommandResult(tuple(argv), 0, f"job_number:                 {number}\n", "", 0.0)
         if cmd == "qstat":
             return CommandResult(tuple(argv), 1, "", f"Following jobs do not exist: \n{name}\n", 0.0)
+        if self.no_accounting_file:
+            return CommandResult(tuple(argv), 1, "", "error: /var/lib/gridengine/default/common/accounting: "
+                                 "No such file or directory\n", 0.0)
         return CommandResult(tuple(argv), 1, "", f"error: job name {name} not found\n", 0.0)
 
 
@@ -1087,3 +1091,11 @@ def test_slurm_pending_task_cancelled_vanishes(sched: dm.DrmaaScheduler, drms: F
     assert sched.get_job_exit_info(ids[0]) == (C.EXIT_NOTRUN, None, None, None)
     assert sched.get_job_status(ids[1]) == C.USER_ON_HOLD
     assert any(c[:3] == ["squeue", "-h", "-r"] and c[6] == "1" for c in slurm.calls)
+
+
+def test_sge_lookup_before_any_job_ended_means_not_found(sched: dm.DrmaaScheduler, drms: FakeDRMS) -> None:
+    """qacct without an accounting file yet (no job of the cell has ended) says no job has the
+    name: a runJob that did not reach SGE is tried again, not refused as 'unknown'."""
+    faulty(sched, drms, ("fail",), calls=("runJob",), rate=0.5, seed=3, sge=FakeSge(drms, no_accounting_file=True))
+    ids = [i for n in range(6) for i in submit(sched, Job(command=["x"], name=f"n{n}"))]  # one runJob each
+    assert None not in ids and len(set(ids)) == 6, sched.last_submission_errors

@@ -99,19 +99,20 @@ class SgeFamily(Family):
         settle = SGE_ACCOUNTING_SETTLE - (time.monotonic() - since)
         if settle > 0 and time.monotonic() - since > 0.5:
             time.sleep(settle)
-        return self._ask(["qacct", "-j", name], _ACCT_NUMBER, "not found")
+        return self._ask(["qacct", "-j", name], _ACCT_NUMBER, "not found", "accounting: No such file")
 
     def delete_named(self, name: str) -> list[str]:
         return ["qdel", name]
 
-    def _ask(self, argv: list[str], found: re.Pattern[str], absent: str) -> str | None:
-        """The job number an SGE command prints, None when it says ``absent``; CommandError otherwise."""
+    def _ask(self, argv: list[str], found: re.Pattern[str], *absent: str) -> str | None:
+        """The job number an SGE command prints, None when it says one of ``absent`` (qacct before any
+        job ended: no accounting file yet); CommandError otherwise."""
         result = self.host.runner.run(argv, check=False)
         text = f"{result.stdout}\n{result.stderr}"
         match = found.search(result.stdout) if result.returncode == 0 else None
         if match:
             return match.group(1)
-        if absent in text:
+        if any(words in text for words in absent):
             return None
         raise CommandError(argv, result.returncode, result.stderr, result.stdout)
 
