@@ -46,24 +46,31 @@ def drmaa_scheduler(**settings: Any) -> Any:
 
 
 def sge_jobs_named(prefix: str) -> dict[str, str]:
-    """SGE job number -> name of alice's jobs whose name starts with ``prefix``, live or ended."""
+    """SGE job id -> name of alice's jobs whose name starts with ``prefix``, live or ended; an
+    array's tasks as ``<number>.<task>`` (the ids DRMAA gives them)."""
     jobs: dict[str, str] = {}
-    live = subprocess.run(["qstat", "-u", "alice", "-xml"], capture_output=True, text=True, check=True).stdout
-    for number, name in re.findall(r"<JB_job_number>(\d+)</JB_job_number>\s*<JAT_prio>[^<]*</JAT_prio>\s*"
-                                   r"<JB_name>([^<]*)</JB_name>", live):
-        jobs[number] = name
+    live = subprocess.run(["qstat", "-u", "alice", "-g", "d", "-xml"], capture_output=True, text=True,
+                          check=True).stdout
+    for block in re.findall(r"<job_list[^>]*>(.*?)</job_list>", live, re.S):
+        number = re.search(r"<JB_job_number>(\d+)</JB_job_number>", block)
+        name = re.search(r"<JB_name>([^<]*)</JB_name>", block)
+        task = re.search(r"<tasks>(\d+)</tasks>", block)
+        if number and name:
+            jobs[f"{number[1]}.{task[1]}" if task else number[1]] = name[1]
     acct = subprocess.run(["qacct", "-o", "alice", "-j"], capture_output=True, text=True, check=False).stdout
-    for name, number in re.findall(r"^jobname\s+(\S+)\s*\njobnumber\s+(\d+)", acct, re.MULTILINE):
-        jobs[number] = name
+    for name, number, task in re.findall(r"^jobname\s+(\S+)\s*\njobnumber\s+(\d+)\s*\ntaskid\s+(\S+)", acct,
+                                         re.MULTILINE):
+        jobs[f"{number}.{task}" if task.isdigit() else number] = name
     return {n: name for n, name in jobs.items() if name.startswith(prefix)}
 
 
 def slurm_jobs_named(prefix: str) -> dict[str, str]:
-    """Slurm job id -> name of alice's jobs whose name starts with ``prefix``, live or ended."""
+    """Slurm job id -> name of alice's jobs whose name starts with ``prefix``, live or ended; an
+    array's tasks as ``<array>_<task>`` (``-r``, ``JobID``: the ids slurm-drmaa gives them)."""
     jobs: dict[str, str] = {}
-    live = subprocess.run(["squeue", "-h", "-t", "all", "-u", "alice", "-o", "%i|%j"],
+    live = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-u", "alice", "-o", "%i|%j"],
                           capture_output=True, text=True, check=True).stdout
-    acct = subprocess.run(["sacct", "-n", "-X", "-P", "-u", "alice", "-S", "now-2hours", "-o", "JobIDRaw,JobName"],
+    acct = subprocess.run(["sacct", "-n", "-X", "-P", "-u", "alice", "-S", "now-2hours", "-o", "JobID,JobName"],
                           capture_output=True, text=True, check=True).stdout
     for line in (live + acct).splitlines():
         number, _, name = line.partition("|")
