@@ -54,8 +54,9 @@ def array_answers(cluster: str) -> list[Answer]:
 @CLUSTERS
 def test_max_array_size_is_the_servers(cluster: str) -> None:
     s = scheduler(cluster, {})
-    # OpenPBS sets max_array_size (10000); Torque leaves max_job_array_size unset: task indices up to 99999
-    assert s.max_array_size() == {"openpbs": 10000, "torque": 100000}[cluster]
+    # OpenPBS sets max_array_size (10000); Torque leaves max_job_array_size unset (indices up to
+    # 99999) but makes at most idle_slot_limit (300) tasks at once: arrays stop there
+    assert s.max_array_size() == {"openpbs": 10000, "torque": 300}[cluster]
     assert s.max_array_size() == s.max_array_size() and len(fake(s).calls_of("qmgr")) == 1
 
 
@@ -168,3 +169,20 @@ def test_array_names_and_keys() -> None:
     assert first.argv[first.argv.index("-N") + 1] == "same" and "-N" not in second.argv
     assert pbs.TORQUE.task_id("12[].srv", 3) == "12[3].srv" and pbs.TORQUE.array_of("12[3].srv") == "12[].srv"
     assert pbs.TORQUE.array_of("12.srv") is None
+
+
+def test_torque_tasks_not_made_yet_wait_and_a_kill_removes_them() -> None:
+    # Torque makes an array's tasks in the background: qstat and qdel do not know them at first
+    unknown = (153, "", "qstat: Unknown Job Id Error 9[0].torque\nqstat: Unknown Job Id Error 9[1].torque\n")
+    s = scheduler("torque", {"qsub": "9[].torque\n", "qstat": unknown,
+                             "qdel": [(153, "", "qdel: nonexistent job id: 9[1].torque\n"), ""]})
+    ids = s.job_submission([Job(command=["/bin/true"]), Job(command=["/bin/true"])])
+    assert s.get_jobs_status(ids) == dict.fromkeys(ids, C.QUEUED_ACTIVE)
+    s.kill_job(ids[1])
+    assert [list(call.argv) for call in fake(s).calls_of("qdel")] == [["qdel", "9[1].torque"],
+                                                                 ["qdel", "-t", "1", "9[].torque"]]
+    # a task deleted before it was made never shows: it ended, never having run
+    assert s.get_job_exit_info(ids[1])[0] == C.EXIT_NOTRUN
+    assert s.get_job_status(ids[0]) == C.QUEUED_ACTIVE
+    assert pbs.TORQUE.max_array_size_in("max_job_array_size = 50\nidle_slot_limit = 80\n") == 50
+    assert pbs.OPENPBS.delete_unmade("9[1].openpbs") is None

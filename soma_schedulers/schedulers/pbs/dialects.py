@@ -50,6 +50,13 @@ class PBSDialect(abc.ABC):
     max_array_attribute: ClassVar[str]
     #: The cap when the server does not set :attr:`max_array_attribute`.
     default_max_array_size: ClassVar[int]
+    #: The server attribute capping how many tasks of one array exist at once (Torque's
+    #: ``idle_slot_limit``: the others are made as tasks start), and its default; None: all exist.
+    task_cap_attribute: ClassVar[str | None] = None
+    default_task_cap: ClassVar[int] = 0
+    #: Seconds within which a task ``qsub`` made shows in ``qstat`` (Torque makes them in the
+    #: background: until then ``qstat`` and ``qdel`` say "Unknown Job Id"); 0: at once.
+    tasks_appear_within: ClassVar[float] = 0.0
     #: The shell expression of the job whose ``Priority`` a launch error marks (``qalter -p``).
     launch_mark_job: ClassVar[str] = '"$PBS_JOBID"'
     #: Whether a task's launch error marks its array (OpenPBS cannot ``qalter`` a subjob), not the task.
@@ -81,9 +88,21 @@ class PBSDialect(abc.ABC):
         return array_id if n else None
 
     def max_array_size_in(self, server: str) -> int:
-        """The largest array the server takes, from ``qmgr -c "list server"``'s output."""
-        found = re.search(rf"^\s*{self.max_array_attribute}\s*=\s*(\d+)", server, re.M)
-        return int(found.group(1)) if found else self.default_max_array_size
+        """The largest array we submit, from ``qmgr -c "list server"``'s output: the server's cap,
+        and no more tasks than exist at once (:attr:`task_cap_attribute`)."""
+
+        def value(attribute: str, default: int) -> int:
+            found = re.search(rf"^\s*{attribute}\s*=\s*(\d+)", server, re.M)
+            return int(found.group(1)) if found else default
+
+        size = value(self.max_array_attribute, self.default_max_array_size)
+        if self.task_cap_attribute:
+            size = min(size, value(self.task_cap_attribute, self.default_task_cap))
+        return size
+
+    def delete_unmade(self, task_id: str) -> list[str] | None:
+        """The command deleting a task ``qsub`` has not made yet (it then never shows), or None."""
+        return None
 
     @abc.abstractmethod
     def read_status(self, stdout: str) -> dict[str, dict[str, Any]]:
@@ -213,6 +232,17 @@ class TorqueDialect(PBSDialect):
     max_array_attribute = "max_job_array_size"
     #: Unset: no cap but the task index, at most PBS_MAXJOBARRAY (99999, src/include/pbs_ifl.h).
     default_max_array_size = 100000
+    #: DEFAULT_IDLE_SLOT_LIMIT (src/server/job_array.cpp): an array of 400 held tasks shows 300.
+    task_cap_attribute = "idle_slot_limit"
+    default_task_cap = 300
+    #: Measured: 156 of 400 tasks shown at once, 300 two seconds later.
+    tasks_appear_within = 60.0
+
+    def delete_unmade(self, task_id: str) -> list[str] | None:
+        # qdel 12[4].srv: "nonexistent job id" before the task is made; qdel -t 4 12[].srv removes it
+        array_id = self.array_of(task_id)
+        index = _TASK_INDEX.search(task_id)
+        return ["qdel", "-t", index.group(0)[1:-1], array_id] if array_id and index else None
 
     def qstat_argv(self, named: Sequence[str], tasks: bool = False) -> list[str]:
         # finished jobs stay listed as C for keep_completed seconds (Torque's -x means XML)

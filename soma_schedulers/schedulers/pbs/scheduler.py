@@ -42,6 +42,8 @@ from .parse import (
 __all__ = ["PBSProScheduler", "TorqueScheduler"]
 
 _VARIABLES_ITEM = re.compile(r"-v\s*(\S.*)", re.S)
+#: ``qdel``'s answer for a job the server does not have (not one that ended).
+_NO_SUCH_JOB = re.compile(r"Unknown Job Id|nonexistent job id", re.I)
 
 # -- out_of_container_command: the seed's static method --------------------------------------------
 
@@ -89,6 +91,7 @@ class PBSProScheduler(CommandLineScheduler):
         self._forced: set[str] = set()
         self._jobs: dict[str, Job] = {}
         self._max_array_size: int | None = None
+        self._made_at: dict[str, float] = {}  # array tasks -> when qsub made them (Torque shows them later)
 
     # -- the seed's extra API --------------------------------------------------------------------
     @staticmethod
@@ -261,6 +264,8 @@ class PBSProScheduler(CommandLineScheduler):
         ids = [dialect.task_id(array_id, n) for n in range(len(jobs))]
         with self._state_lock:
             self._jobs.update(zip(ids, jobs, strict=True))
+            if dialect.tasks_appear_within:
+                self._made_at.update(dict.fromkeys(ids, time.monotonic()))
         return ids
 
     def job_with_token(self, token: str) -> str | None:
@@ -319,12 +324,30 @@ class PBSProScheduler(CommandLineScheduler):
                                     f"{obs.launch_error}; the job's stderr says why)")
             with self._state_lock:
                 self._attrs[job_id] = attrs
+                self._made_at.pop(job_id, None)
                 if obs.ended:
                     self._jobs.pop(job_id, None)
                     self._cancelled_at.pop(job_id, None)
                     self._forced.discard(job_id)
             result[job_id] = obs
+        result.update(self._unseen_tasks([i for i in ids if i not in result and dialect.array_of(i)]))
         self._force_lingering(result)
+        return result
+
+    def _unseen_tasks(self, ids: Sequence[str]) -> dict[str, Observation]:
+        """What array tasks ``qstat`` did not show are: deleted by us (a task deleted before it was
+        made never shows: ended), or not made yet (Torque, shortly after ``qsub``: waiting)."""
+        now = time.monotonic()
+        result = {}
+        with self._state_lock:
+            for job_id in ids:
+                if job_id in self._cancelled_at:
+                    result[job_id] = Observation(C.DONE, ended=True, cancelled=True)
+                    for state in (self._made_at, self._cancelled_at, self._jobs):
+                        state.pop(job_id, None)
+                elif now - self._made_at.get(job_id, float("-inf")) < self.dialect.tasks_appear_within:
+                    job = self._jobs.get(job_id)
+                    result[job_id] = Observation(C.USER_ON_HOLD if job is not None and job.hold else C.QUEUED_ACTIVE)
         return result
 
     def drms_name(self) -> str:
@@ -354,9 +377,12 @@ class PBSProScheduler(CommandLineScheduler):
         try:
             self.runner.run(["qdel", job_id], retry=False)
         except CommandError as exc:
-            if UNKNOWN_JOB.search(exc.stderr):
-                return  # it ended meanwhile: the next poll tells how
-            raise
+            if not UNKNOWN_JOB.search(exc.stderr):
+                raise
+            unmade = self.dialect.delete_unmade(job_id)  # a Torque task not made yet
+            if unmade is not None and _NO_SUCH_JOB.search(exc.stderr):
+                self.runner.run(unmade, retry=False)
+            # else it ended meanwhile: the next poll tells how
 
     def _force_lingering(self, observations: Mapping[str, Observation]) -> None:
         """``qdel`` by force, once, the jobs still running ``force_kill_after`` s after their ``qdel``."""
@@ -386,6 +412,7 @@ class PBSProScheduler(CommandLineScheduler):
             self._jobs.clear()
             self._cancelled_at.clear()
             self._forced.clear()
+            self._made_at.clear()
 
     def __repr__(self) -> str:
         prefix = shlex.join(self.runner.prefix) if self.runner.prefix else "local"
