@@ -35,6 +35,7 @@ def benches(quick: bool) -> list[tuple[str, list[str]]]:
         ("MPI", ["bench_mpi.py"] + (["--jobs", "200", "--samples", "20"] if q else [])),
         ("out-of-container bridge", ["bench_bridge.py"] + (["--calls", "10", "--rounds", "2"] if q else [])),
         ("PBS (OpenPBS, Torque)", ["bench_pbs.py"] + (["--held", "100"] if q else [])),
+        ("PBS job arrays: 1,000 different jobs", ["bench_arrays_pbs.py"] + (["--jobs", "100"] if q else [])),
         ("conformance suite wall time, before/after", ["bench_suite.py"] + (["--quick"] if q else [])),
     ]
 
