@@ -36,6 +36,7 @@ def benches(quick: bool) -> list[tuple[str, list[str]]]:
         ("out-of-container bridge", ["bench_bridge.py"] + (["--calls", "10", "--rounds", "2"] if q else [])),
         ("PBS (OpenPBS, Torque)", ["bench_pbs.py"] + (["--held", "100"] if q else [])),
         ("bulk submission: job arrays", ["bench_arrays.py"] + (["--jobs", "200", "--sw-sample", "20"] if q else [])),
+        ("PBS job arrays: 1,000 different jobs", ["bench_arrays_pbs.py"] + (["--jobs", "100"] if q else [])),
         ("conformance suite wall time, before/after", ["bench_suite.py"] + (["--quick"] if q else [])),
     ]
 

@@ -67,6 +67,8 @@ TARGETS: tuple[TestTarget, ...] = (
     TestTarget("openpbs-cluster", "host", "openpbs-cluster", upstream=True),
     TestTarget("torque", "host", "torque", upstream=True),
     TestTarget("torque-cluster", "host", "torque-cluster", upstream=True),
+    TestTarget("openpbs-bulk", "host", "openpbs", upstream=True, bulk=True),
+    TestTarget("torque-bulk", "host", "torque", upstream=True, bulk=True),
     TestTarget("openpbs-bridge", "bridge", "openpbs-ssh", upstream=True),
     TestTarget("torque-bridge", "bridge", "torque-ssh", upstream=True),
 )

@@ -59,12 +59,14 @@ _LIVE_STATES = {
 _ENDED_STATES = frozenset({"F", "C", "X"})
 
 
-def launch_report() -> str:
-    """The shell code a job script runs on a launch error: mark the job through its Priority."""
+def launch_report(job: str = '"$PBS_JOBID"') -> str:
+    """The shell code a job script runs on a launch error: mark the job through its Priority
+    (``job``: the shell expression of the job to mark, the dialect's
+    :attr:`~.PBSDialect.launch_mark_job`: OpenPBS marks a task's array)."""
     cases = " ".join(f"{shlex.quote(reason)}*) p={prio};;" for reason, prio in LAUNCH_PRIORITIES.items())
     return (
         f'case "$soma_reason" in {cases} *) p={LAUNCH_PRIORITIES["command not found"]};; esac; '
-        f'{{ command -v qalter || PATH="$PATH:{_QALTER_PATH}"; qalter -p "$p" "$PBS_JOBID"; }} >/dev/null 2>&1'
+        f'{{ command -v qalter || PATH="$PATH:{_QALTER_PATH}"; qalter -p "$p" {job}; }} >/dev/null 2>&1'
     )
 
 
@@ -78,16 +80,20 @@ def hold_status(attrs: Mapping[str, Any]) -> str:
     return C.USER_ON_HOLD if user else C.SYSTEM_ON_HOLD
 
 
-def job_observation(attrs: Mapping[str, Any], dialect: PBSDialect | str) -> Observation:
+def job_observation(attrs: Mapping[str, Any], dialect: PBSDialect | str,
+                    marked: Mapping[str, Any] | None = None) -> Observation:
     """What one job's ``qstat -f`` attributes say, as an :class:`Observation` (with its
     ``Job_Owner``, and who deleted it when the dialect records it). ``dialect``: the
-    :class:`PBSDialect` that printed them, or its name (``"pbspro"``, ``"torque"``)."""
+    :class:`PBSDialect` that printed them, or its name (``"pbspro"``, ``"torque"``).
+    ``marked``: the attributes whose ``Priority`` carries the launch-error mark, when not the
+    job's own (an OpenPBS array task: its array's)."""
     if isinstance(dialect, str):
         dialect = dialect_named(dialect)
     state = str(attrs.get("job_state", "")).strip()
     owner = str(attrs.get("Job_Owner") or "") or None
     if state not in _ENDED_STATES:
-        if state == "H":
+        # an OpenPBS subjob of a held array is Q with the array's Hold_Types
+        if state == "H" or (state == "Q" and any(c in str(attrs.get("Hold_Types", "")) for c in "uosp")):
             return Observation(hold_status(attrs), owner=owner)
         return Observation(_LIVE_STATES.get(state, C.UNDETERMINED), owner=owner)
     started = any(k in attrs for k in ("stime", "start_time", "exec_host"))
@@ -111,7 +117,7 @@ def job_observation(attrs: Mapping[str, Any], dialect: PBSDialect | str) -> Obse
         obs.cancelled = dialect.marked_deleted(attrs)
         return obs
     obs.exit_code = code
-    priority = as_int(attrs.get("Priority"))
+    priority = as_int((attrs if marked is None else marked).get("Priority"))
     if code == LAUNCH_ERROR_EXIT and priority in _LAUNCH_BY_PRIORITY:
         obs.launch_error = _LAUNCH_BY_PRIORITY[priority]
     return obs

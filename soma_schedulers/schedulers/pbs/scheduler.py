@@ -14,10 +14,11 @@ import shlex
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ... import constants as C
+from ...arrays import array_script
 from ...batch import CommandLineScheduler, Observation
 from ...config import BridgeConfig, SchedulerConfig
 from ...errors import CommandError, DRMError, SubmissionError, UnknownJobError
@@ -41,6 +42,8 @@ from .parse import (
 __all__ = ["PBSProScheduler", "TorqueScheduler"]
 
 _VARIABLES_ITEM = re.compile(r"-v\s*(\S.*)", re.S)
+#: ``qdel``'s answer for a job the server does not have (not one that ended).
+_NO_SUCH_JOB = re.compile(r"Unknown Job Id|nonexistent job id", re.I)
 
 # -- out_of_container_command: the seed's static method --------------------------------------------
 
@@ -87,6 +90,8 @@ class PBSProScheduler(CommandLineScheduler):
         self._cancelled_at: dict[str, float] = {}
         self._forced: set[str] = set()
         self._jobs: dict[str, Job] = {}
+        self._max_array_size: int | None = None
+        self._made_at: dict[str, float] = {}  # array tasks -> when qsub made them (Torque shows them later)
 
     # -- the seed's extra API --------------------------------------------------------------------
     @staticmethod
@@ -178,18 +183,23 @@ class PBSProScheduler(CommandLineScheduler):
                 items.append(item)
         return items, variables
 
-    def job_script(self, job: Job) -> str:
+    def job_script(self, job: Job, directives: bool = True) -> str:
         """The job script: the native specification as ``#PBS`` lines first (``-v`` goes to qsub's
-        command line, with the token)."""
-        directives = [f"#PBS {item}" for item in self._split_variables(job)[0]]
-        return build_script(job, directives, report=launch_report())
+        command line, with the token; ``directives=False``: none, for a task of an array)."""
+        lines = [f"#PBS {item}" for item in self._split_variables(job)[0]] if directives else []
+        return build_script(job, lines, report=launch_report(self.dialect.launch_mark_job))
 
     def submit_one(self, job: Job) -> str:
+        job_id = self._qsub(self.qsub_argv(job), job, self.job_script(job), "the job")
+        with self._state_lock:
+            self._jobs[job_id] = job
+        return job_id
+
+    def _qsub(self, argv: list[str], job: Job, script: str, what: str) -> str:
+        """``argv`` (a qsub of ``job``'s settings) with ``script`` on stdin and the token; the id."""
         token = uuid.uuid4().hex
         variables = [*self._split_variables(job)[1], f"{TOKEN_VAR}={token}"]
-        argv = [*self.qsub_argv(job), "-v", ",".join(variables)]
-        # surrogateescape: a str made from non-UTF-8 bytes (os.fsdecode) gives those bytes back
-        script = self.job_script(job).encode("utf-8", "surrogateescape")
+        argv = [*argv, "-v", ",".join(variables)]
 
         def job_id_of(out: str) -> str | None:
             return out.strip() if JOB_ID.fullmatch(out.strip()) else None
@@ -201,13 +211,62 @@ class PBSProScheduler(CommandLineScheduler):
             asked += [f"native specification {' '.join(spec)}"] if spec else []
             detail = " ".join((exc.stderr.strip() or str(exc)).split())
             return SubmissionError(
-                f"qsub refused the job: {detail[:1000]}" + (f" ({'; '.join(asked)})" if asked else "")
+                f"qsub refused {what}: {detail[:1000]}" + (f" ({'; '.join(asked)})" if asked else "")
             )
 
-        job_id = self.submit_with_token(argv, script, token, job_id_of, refused)
+        # surrogateescape: a str made from non-UTF-8 bytes (os.fsdecode) gives those bytes back
+        return self.submit_with_token(argv, script.encode("utf-8", "surrogateescape"), token, job_id_of, refused)
+
+    # -- job arrays ------------------------------------------------------------------------------------
+    def array_key(self, job: Job) -> Hashable | None:
+        """Jobs with the same qsub options but the name, directives and ``-v`` variables share arrays."""
+        argv = self.qsub_argv(job)
+        if "-N" in argv:
+            del argv[argv.index("-N"):argv.index("-N") + 2]
+        items, variables = self._split_variables(job)
+        return (tuple(argv), tuple(items), tuple(variables))
+
+    def max_array_size(self) -> int:
+        """The server's cap (the dialect's :attr:`~.PBSDialect.max_array_attribute`, read once with
+        ``qmgr -c "list server"``; its default when unreadable)."""
+        if self._max_array_size is None:
+            dialect = self.dialect
+            try:
+                out = self.runner.run(["qmgr", "-c", "list server"]).stdout
+            except CommandError as exc:
+                if self.logger:
+                    self.logger.warning("cannot read %s (%s): assuming %d", dialect.max_array_attribute, exc,
+                                        dialect.default_max_array_size)
+                return dialect.default_max_array_size
+            cap = dialect.max_array_size_in(out)
+            self._max_array_size = cap if cap >= dialect.min_array_size else 0  # 0: no arrays
+            if cap < dialect.min_array_size and self.logger:
+                self.logger.warning("%s = %d: no job arrays on this server", dialect.max_array_attribute, cap)
+        return self._max_array_size
+
+    def submit_array(self, jobs: Sequence[Job]) -> list[str]:
+        """One ``qsub -J 0-N`` (Torque ``-t``) whose script runs task n's own job script (see
+        :mod:`soma_schedulers.arrays`); fewer jobs than the dialect's smallest array go one by one.
+        The array takes the jobs' name when they all have the same (Torque appends ``-<index>``)."""
+        dialect = self.dialect
+        if len(jobs) < dialect.min_array_size:
+            return [self.submit_one(job) for job in jobs]
+        argv = self.qsub_argv(jobs[0])
+        if "-N" in argv:
+            del argv[argv.index("-N"):argv.index("-N") + 2]
+        if len({job.name for job in jobs}) == 1 and jobs[0].name:
+            argv += ["-N", job_name(jobs[0].name)]
+        argv += dialect.array_argv(len(jobs))
+        directives = [f"#PBS {item}" for item in self._split_variables(jobs[0])[0]]
+        script = array_script([self.job_script(job, directives=False) for job in jobs], dialect.array_index,
+                              directives=directives)
+        array_id = self._qsub(argv, jobs[0], script, f"the array of {len(jobs)} jobs")
+        ids = [dialect.task_id(array_id, n) for n in range(len(jobs))]
         with self._state_lock:
-            self._jobs[job_id] = job
-        return job_id
+            self._jobs.update(zip(ids, jobs, strict=True))
+            if dialect.tasks_appear_within:
+                self._made_at.update(dict.fromkeys(ids, time.monotonic()))
+        return ids
 
     def job_with_token(self, token: str) -> str | None:
         """The id of the job whose ``Variable_List`` carries ``token``: every job is listed
@@ -224,7 +283,8 @@ class PBSProScheduler(CommandLineScheduler):
         """The one ``qstat`` of a poll: the ids named, or every job beyond ``max_named_ids``."""
         dialect = self.dialect
         limit = dialect.max_named_ids if self._max_named_ids is None else self._max_named_ids
-        return dialect.qstat_argv(list(ids) if len(ids) <= limit else [])
+        tasks = any(dialect.array_of(i) for i in ids)
+        return dialect.qstat_argv(list(ids) if len(ids) <= limit else [], tasks)
 
     def _qstat(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         result = self.runner.run(self.qstat_argv(ids), check=False)
@@ -245,24 +305,49 @@ class PBSProScheduler(CommandLineScheduler):
             return complete_records(text.stdout, parse_qstat_text(text.stdout))
 
     def query_jobs(self, ids: Sequence[str]) -> dict[str, Observation]:
-        jobs = self._qstat(ids)
-        result: dict[str, Observation] = {}
         dialect = self.dialect
+        # OpenPBS: a task's launch-error mark is its array's: the arrays are asked too (same qstat)
+        arrays = {i: dialect.array_of(i) for i in ids} if dialect.marks_array else {}
+        jobs = self._qstat([*ids, *dict.fromkeys(a for a in arrays.values() if a)])
+        result: dict[str, Observation] = {}
         for job_id in ids:
             attrs = lookup(jobs, job_id)
             if attrs is None:
                 continue
-            obs = job_observation(attrs, dialect)
+            array_id = arrays.get(job_id)
+            marked = (lookup(jobs, array_id) or {}) if array_id else None
+            obs = job_observation(attrs, dialect, marked)
             if obs.launch_error is not None:
-                obs.launch_error = self._launch_message(job_id, obs.launch_error)
+                # OpenPBS keeps one mark per array (the last task's): it may be another task's reason
+                obs.launch_error = (self._launch_message(job_id, obs.launch_error) if marked is None else
+                                    f"the command could not be started (the last launch error of its array: "
+                                    f"{obs.launch_error}; the job's stderr says why)")
             with self._state_lock:
                 self._attrs[job_id] = attrs
+                self._made_at.pop(job_id, None)
                 if obs.ended:
                     self._jobs.pop(job_id, None)
                     self._cancelled_at.pop(job_id, None)
                     self._forced.discard(job_id)
             result[job_id] = obs
+        result.update(self._unseen_tasks([i for i in ids if i not in result and dialect.array_of(i)]))
         self._force_lingering(result)
+        return result
+
+    def _unseen_tasks(self, ids: Sequence[str]) -> dict[str, Observation]:
+        """What array tasks ``qstat`` did not show are: deleted by us (a task deleted before it was
+        made never shows: ended), or not made yet (Torque, shortly after ``qsub``: waiting)."""
+        now = time.monotonic()
+        result = {}
+        with self._state_lock:
+            for job_id in ids:
+                if job_id in self._cancelled_at:
+                    result[job_id] = Observation(C.DONE, ended=True, cancelled=True)
+                    for state in (self._made_at, self._cancelled_at, self._jobs):
+                        state.pop(job_id, None)
+                elif now - self._made_at.get(job_id, float("-inf")) < self.dialect.tasks_appear_within:
+                    job = self._jobs.get(job_id)
+                    result[job_id] = Observation(C.USER_ON_HOLD if job is not None and job.hold else C.QUEUED_ACTIVE)
         return result
 
     def drms_name(self) -> str:
@@ -292,9 +377,12 @@ class PBSProScheduler(CommandLineScheduler):
         try:
             self.runner.run(["qdel", job_id], retry=False)
         except CommandError as exc:
-            if UNKNOWN_JOB.search(exc.stderr):
-                return  # it ended meanwhile: the next poll tells how
-            raise
+            if not UNKNOWN_JOB.search(exc.stderr):
+                raise
+            unmade = self.dialect.delete_unmade(job_id)  # a Torque task not made yet
+            if unmade is not None and _NO_SUCH_JOB.search(exc.stderr):
+                self.runner.run(unmade, retry=False)
+            # else it ended meanwhile: the next poll tells how
 
     def _force_lingering(self, observations: Mapping[str, Observation]) -> None:
         """``qdel`` by force, once, the jobs still running ``force_kill_after`` s after their ``qdel``."""
@@ -324,6 +412,7 @@ class PBSProScheduler(CommandLineScheduler):
             self._jobs.clear()
             self._cancelled_at.clear()
             self._forced.clear()
+            self._made_at.clear()
 
     def __repr__(self) -> str:
         prefix = shlex.join(self.runner.prefix) if self.runner.prefix else "local"

@@ -1,0 +1,146 @@
+"""Bulk submission on OpenPBS and Torque: 1,000 *different* jobs through job arrays, against a
+one-``qsub``-per-job loop (the PBS half of issue 16's bench_arrays.py, which can dispatch here).
+
+Each job has its own argv, environment and stdout file. Measured in one run, per DRMS:
+
+* ours with arrays (``ARRAYS = auto``; commands on a kept shell, ``BRIDGE_SHELLS``), held jobs;
+* the raw command line: a loop of one ``qsub -h -v SOMA_N=i -o ... -e ...`` per job (the command
+  on stdin), run *inside* the DRMS container (no transport at all: the strictest baseline);
+* ours with ``ARRAYS = never`` (one ``qsub`` per job, same transport as ours);
+* one status poll of the held tasks; then the same jobs (not held) from submission until all ended.
+
+It ends with one line per DRMS: ``arrays <drms>: submit 1000 jobs ours <t> s, raw loop <t> s,
+ratio <r>x``. Needs the images (upstream sources in containers/<name>/src/).
+
+    python benchmarks/bench_arrays_pbs.py [--drms openpbs --drms torque] [--jobs 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from soma_schedulers import BridgeConfig, Job, SchedulerConfig
+from soma_schedulers.schedulers.pbspro_scheduler import PBSProScheduler
+from soma_schedulers.testing import docker_harness
+
+END = ("done", "failed")
+
+
+def _jobs(n: int, out: str, hold: bool) -> list[Job]:
+    return [Job(command=["/bin/echo", f"job {i}", "it's"], env={"SOMA_N": str(i)}, stdout_file=f"{out}/{i}.out",
+                hold=hold) for i in range(n)]
+
+
+def _raw_loop(prefix: list[str], n: int, out: str, hold: bool) -> float:
+    """A shell loop of one qsub per job, inside the container; its own seconds (date +%s.%N)."""
+    flag = "-h " if hold else ""
+    loop = (f't0=$(date +%s.%N); i=0; while [ $i -lt {n} ]; do '
+            f'echo "/bin/echo \\"job $i\\" it\\\\\'s" | qsub {flag}-v SOMA_N=$i -o {shlex.quote(out)}/raw$i.out '
+            f'-e /dev/null >/dev/null || exit 1; i=$((i+1)); done; echo "$t0 $(date +%s.%N)"')
+    res = subprocess.run([*prefix, "sh", "-c", loop], capture_output=True, text=True, check=True)
+    t0, t1 = (float(x) for x in res.stdout.split())
+    return t1 - t0
+
+
+def _until(check: Callable[[], bool], limit: float = 1800.0) -> None:
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError("jobs did not end in time")
+        time.sleep(1.0)
+
+
+def _none_left(prefix: list[str]) -> bool:
+    """No job of the user is queued, held or running (``qstat`` lists ended ones as F/C or not at all)."""
+    out = subprocess.run([*prefix, "qstat", "-t"], capture_output=True, text=True).stdout
+    return not any(line.split()[-2] in "QRHEBTW" for line in out.splitlines()[2:] if len(line.split()) > 2)
+
+
+def bench(drms: str, n: int) -> str:
+    cluster = docker_harness.start_cluster(drms, log=lambda s: print(s, file=sys.stderr))
+    rows: list[str] = []
+    try:
+        prefix, shared = list(cluster.command_prefix), cluster.shared_dir
+
+        def ours(arrays: str = "auto") -> PBSProScheduler:
+            return PBSProScheduler(SchedulerConfig(
+                bridge=BridgeConfig(mode="prefix", prefix=tuple(prefix), shells=True), status_cache_seconds=0.5,
+                arrays=arrays))
+
+        def delete_all() -> None:
+            ids = subprocess.run([*prefix, "qselect"], capture_output=True, text=True).stdout.split()
+            if ids:
+                subprocess.run([*prefix, "qdel", *ids], capture_output=True)
+            time.sleep(2)
+
+        s = ours()
+        s.max_array_size()  # the server's caps, read once (not part of the submission)
+        calls = s.runner.calls
+        t0 = time.perf_counter()
+        ids = s.job_submission(_jobs(n, shared, hold=True))
+        t_ours = time.perf_counter() - t0
+        assert None not in ids, s.last_submission_errors
+        calls = s.runner.calls - calls
+        time.sleep(3)  # Torque makes an array's tasks in the background
+        t0 = time.perf_counter()
+        held = s.get_jobs_status(ids)
+        t_poll = time.perf_counter() - t0
+        assert set(held.values()) == {"user_on_hold"}, set(held.values())
+        delete_all()
+        t_raw = _raw_loop(prefix, n, shared, hold=True)
+        delete_all()
+        never = ours("never")
+        t0 = time.perf_counter()
+        never_ids = never.job_submission(_jobs(n, shared, hold=True))
+        t_never = time.perf_counter() - t0
+        assert None not in never_ids, never.last_submission_errors
+        delete_all()
+
+        s = ours()
+        t0 = time.perf_counter()
+        ids = s.job_submission(_jobs(n, shared, hold=False))
+        _until(lambda: all(v in END for v in s.get_jobs_status(ids).values()))
+        e2e_ours = time.perf_counter() - t0
+        infos = s.get_jobs_exit_info(ids)
+        bad = [i for i, e in infos.items() if e[:2] != ("finished_regularly", 0)]
+        assert not bad, [infos[i] for i in bad[:3]]
+        with open(f"{shared}/{n - 1}.out") as fh:
+            sample_out = fh.read()
+        assert sample_out == f"job {n - 1} it's\n", sample_out
+        t0 = time.perf_counter()
+        _raw_loop(prefix, n, shared, hold=False)
+        _until(lambda: _none_left(prefix))
+        e2e_raw = time.perf_counter() - t0
+
+        rows.append(f"## {drms}: {n} different jobs (own argv, env, stdout)\n")
+        rows.append("| measurement | time | ratio to ours with arrays |")
+        rows.append("|---|---|---|")
+        rows.append(f"| ours, arrays (`ARRAYS=auto`), kept shell | {t_ours:.3f} s, {calls} DRMS call(s) | 1x |")
+        rows.append(f"| raw `qsub` loop inside the container | {t_raw:.2f} s | {t_raw / t_ours:.0f}x slower |")
+        rows.append(f"| ours, `ARRAYS=never`, kept shell | {t_never:.2f} s | {t_never / t_ours:.0f}x slower |")
+        rows.append(f"| one status poll of the {n} held tasks | {t_poll * 1000:.0f} ms | |")
+        rows.append(f"| submission to all ended, ours (arrays) | {e2e_ours:.1f} s | 1x |")
+        rows.append(f"| submission to all ended, raw loop | {e2e_raw:.1f} s | {e2e_raw / e2e_ours:.1f}x slower |")
+        rows.append(f"\narrays {drms}: submit {n} jobs ours {t_ours:.3f} s, raw loop {t_raw:.2f} s, "
+                    f"ratio {t_raw / t_ours:.0f}x\n")
+    finally:
+        cluster.stop()
+    return "\n".join(rows)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--drms", action="append", default=[])
+    p.add_argument("--jobs", type=int, default=1000)
+    a = p.parse_args()
+    print("\n".join(bench(d, a.jobs) for d in a.drms or ["openpbs", "torque"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
