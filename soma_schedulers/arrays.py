@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .job import Job
 from .scripts import LAUNCH_ERROR_EXIT
 
-__all__ = ["Planned", "array_script", "plan"]
+__all__ = ["Planned", "array_script", "chunk_sizes", "plan"]
 
 
 @dataclass
@@ -57,6 +57,20 @@ def plan(jobs: Sequence[tuple[int, Job]], key_of: Callable[[Job], Hashable | Non
                 singles.extend(chunk)
     singles.sort(key=lambda item: item[0])
     return Planned(arrays, singles)
+
+
+def chunk_sizes(sizes: Sequence[int], limit: int) -> list[int]:
+    """How many consecutive items go in each chunk so that a chunk's ``sizes`` (bytes of each task's
+    part of an array script) add up to at most ``limit``; an item larger than ``limit`` alone."""
+    chunks: list[int] = []
+    total = 0
+    for size in sizes:
+        if not chunks or total + size > limit:
+            chunks.append(0)
+            total = 0
+        chunks[-1] += 1
+        total += size
+    return chunks
 
 
 def array_script(scripts: Sequence[str], index: str, first: int = 0, directives: Sequence[str] = ()) -> str:

@@ -148,3 +148,22 @@ def test_slurm_cuts_arrays_whose_script_would_be_too_large(monkeypatch: pytest.M
     assert s.array_chunks(jobs) == [3, 3, 3, 1]
     monkeypatch.setattr(slurm_scheduler, "MAX_SCRIPT_BYTES", 100 * size)
     assert s.array_chunks(jobs) == [10]
+
+
+def test_chunk_sizes_keeps_each_chunk_under_the_limit() -> None:
+    from soma_schedulers.arrays import chunk_sizes
+
+    assert chunk_sizes([40, 40, 40, 40, 40], 100) == [2, 2, 1]
+    assert chunk_sizes([150, 10, 10], 100) == [1, 2]  # an item over the limit goes alone
+    assert chunk_sizes([], 100) == []
+
+
+def test_pbs_arrays_are_cut_by_script_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from soma_schedulers.schedulers.pbs import dialects
+    from soma_schedulers.schedulers.pbs.scheduler import TorqueScheduler
+
+    s = TorqueScheduler(SchedulerConfig(bridge=BridgeConfig(mode="none")))  # its dialect pinned: no qstat
+    jobs = [Job(command=["echo", "x" * 1000]) for _ in range(10)]
+    size = len(s.job_script(jobs[0], directives=False)) + 16
+    monkeypatch.setattr(dialects.PBSDialect, "max_array_script_bytes", 4 * size)
+    assert s.array_chunks(jobs) == [4, 4, 2]

@@ -24,7 +24,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import ClassVar
 
 from .. import constants as C
-from ..arrays import array_script
+from ..arrays import array_script, chunk_sizes
 from ..batch import CommandLineScheduler, Observation
 from ..config import SchedulerConfig
 from ..errors import ArraysRefused, CommandError, SubmissionError
@@ -196,18 +196,8 @@ class SlurmScheduler(CommandLineScheduler):
 
     def array_chunks(self, jobs: Sequence[Job]) -> list[int]:
         """Arrays whose scripts stay under :data:`MAX_SCRIPT_BYTES` (Slurm refuses larger ones)."""
-        sizes: list[int] = []
-        total = 0
-        for job in jobs:
-            size = len(self.job_script(job, directives=False).encode("utf-8", "surrogateescape")) + 16
-            if sizes and total + size > MAX_SCRIPT_BYTES:
-                sizes.append(0)
-                total = 0
-            if not sizes:
-                sizes.append(0)
-            sizes[-1] += 1
-            total += size
-        return sizes
+        return chunk_sizes([len(self.job_script(job, directives=False).encode("utf-8", "surrogateescape")) + 16
+                            for job in jobs], MAX_SCRIPT_BYTES)
 
     def submit_array(self, jobs: Sequence[Job]) -> list[str]:
         """One ``sbatch --array=0-N`` whose script runs task n's own job script (see

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 
-from ...arrays import array_script
+from ...arrays import array_script, chunk_sizes
 from ...job import Job
 from ...scripts import build_script
 
@@ -74,16 +74,8 @@ class JobScripts:
     def chunks(self, jobs: Sequence[Job]) -> list[int]:
         """The sizes of the arrays ``jobs`` are cut into, in order, each script under
         :data:`MAX_ARRAY_SCRIPT_BYTES`."""
-        sizes: list[int] = []
-        total = 0
-        for job in jobs:
-            size = len(build_script(job, report=task_report("SOMA_TASK")).encode("utf-8", "surrogateescape")) + 16
-            if not sizes or total + size > MAX_ARRAY_SCRIPT_BYTES:
-                sizes.append(0)
-                total = 0
-            sizes[-1] += 1
-            total += size
-        return sizes
+        return chunk_sizes([len(build_script(job, report=task_report("SOMA_TASK")).encode("utf-8", "surrogateescape"))
+                            + 16 for job in jobs], MAX_ARRAY_SCRIPT_BYTES)
 
     def _write(self, text: str) -> str:
         path = os.path.join(self.directory(), f"{os.getpid()}-{next(self._seq)}.sh")
