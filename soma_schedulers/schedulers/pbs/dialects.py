@@ -61,6 +61,9 @@ class PBSDialect(abc.ABC):
     launch_mark_job: ClassVar[str] = '"$PBS_JOBID"'
     #: Whether a task's launch error marks its array (OpenPBS cannot ``qalter`` a subjob), not the task.
     marks_array: ClassVar[bool] = False
+    #: The largest array script we send: the server hands the whole script to every task's MOM
+    #: (1,000 tasks of an 800 kB script ran 2x slower from submission to end than a qsub loop).
+    max_array_script_bytes: ClassVar[int] = 128 * 1024
 
     def version_in(self, text: str) -> str | None:
         """The version ``qstat --version`` printed, when ``text`` comes from this implementation."""

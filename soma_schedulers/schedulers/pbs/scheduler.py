@@ -18,7 +18,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ... import constants as C
-from ...arrays import array_script
+from ...arrays import array_script, chunk_sizes
 from ...batch import CommandLineScheduler, Observation
 from ...config import BridgeConfig, SchedulerConfig
 from ...errors import CommandError, DRMError, SubmissionError, UnknownJobError
@@ -243,6 +243,11 @@ class PBSProScheduler(CommandLineScheduler):
             if cap < dialect.min_array_size and self.logger:
                 self.logger.warning("%s = %d: no job arrays on this server", dialect.max_array_attribute, cap)
         return self._max_array_size
+
+    def array_chunks(self, jobs: Sequence[Job]) -> list[int]:
+        """Arrays whose script stays under the dialect's :attr:`~.PBSDialect.max_array_script_bytes`."""
+        return chunk_sizes([len(self.job_script(job, directives=False).encode("utf-8", "surrogateescape")) + 16
+                            for job in jobs], self.dialect.max_array_script_bytes)
 
     def submit_array(self, jobs: Sequence[Job]) -> list[str]:
         """One ``qsub -J 0-N`` (Torque ``-t``) whose script runs task n's own job script (see
