@@ -83,6 +83,8 @@ _BUILTIN_TYPES: dict[str, str] = {
     "pbspro": "soma_schedulers.schedulers.pbs:PBSProScheduler",
     "torque": "soma_schedulers.schedulers.pbs:TorqueScheduler",
     "mpi": "soma_schedulers.schedulers.mpi_scheduler:MPIScheduler",
+    "htcondor": "soma_schedulers.schedulers.htcondor_scheduler:HTCondorScheduler",
+    "condor": "soma_schedulers.schedulers.htcondor_scheduler:HTCondorScheduler",  # alias
 }
 
 

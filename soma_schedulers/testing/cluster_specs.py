@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["CLUSTERS", "PBS_COMMANDS", "SGE_COMMANDS", "SLURM_COMMANDS", "ClusterSpec", "LayoutFunc",
-           "NodeLayout", "mpi_layout", "openpbs_layout", "sge_layout", "slurm_layout", "torque_layout"]
+__all__ = ["CLUSTERS", "HTCONDOR_COMMANDS", "PBS_COMMANDS", "SGE_COMMANDS", "SLURM_COMMANDS", "ClusterSpec", "LayoutFunc",
+           "NodeLayout", "htcondor_layout", "mpi_layout", "openpbs_layout", "sge_layout", "slurm_layout", "torque_layout"]
 
 
 @dataclass
@@ -97,6 +97,17 @@ def sge_layout(spec: ClusterSpec) -> list[NodeLayout]:
     return [master, *(NodeLayout(h, h, {"SGE_ROLE": "exec", "SGE_MASTER": master.hostname}) for h in execs)]
 
 
+def htcondor_layout(spec: ClusterSpec) -> list[NodeLayout]:
+    """HTCondor: a personal pool in one container, or a central manager + submit node and ``nodes``
+    execute nodes."""
+    if spec.nodes <= 1:
+        return [NodeLayout("all", "htcondor", {"HTCONDOR_ROLE": "all"})]
+    execs = [f"exec{i}" for i in range(1, spec.nodes + 1)]
+    manager = NodeLayout("cm", "condormgr", {"HTCONDOR_ROLE": "manager", "HTCONDOR_EXECUTE_NODES": str(spec.nodes)})
+    return [manager, *(NodeLayout(h, h, {"HTCONDOR_ROLE": "execute", "HTCONDOR_MANAGER": manager.hostname})
+                       for h in execs)]
+
+
 def _pbs_family_layout(spec: ClusterSpec, var: str, host: str) -> list[NodeLayout]:
     """OpenPBS / Torque: all daemons in one container, or a server and ``nodes`` MOM containers."""
     if spec.nodes <= 1:
@@ -132,6 +143,11 @@ PBS_COMMANDS = ("qsub", "qstat", "qdel", "qhold", "qrls", "qalter", "qrerun", "q
 SGE_COMMANDS = ("qsub", "qstat", "qdel", "qhold", "qrls", "qalter", "qacct", "qconf", "qhost", "qmod",
                 "qselect", "qrsh")
 
+HTCONDOR_COMMANDS = ("condor_submit", "condor_q", "condor_history", "condor_rm", "condor_hold", "condor_release",
+                     "condor_status", "condor_qedit", "condor_wait", "condor_version", "condor_restart",
+                     "condor_config_val")
+_HTCONDOR_LOGS = ("/var/log/condor/*Log",)
+
 _PBS_FAMILY = (("openpbs", "pbspro", "23.06", _PBS_LOGS, openpbs_layout),
                ("torque", "torque", "6.1", _TORQUE_LOGS, torque_layout))
 
@@ -162,6 +178,11 @@ CLUSTERS: dict[str, ClusterSpec] = {
         ClusterSpec("mpi", "mpi", "openmpi", "debian:bookworm-slim", "soma-schedulers/openmpi:4.1", 3,
                     ready_line="SOMA-SCHEDULERS-READY mpi", log_paths=("/var/log/sshd.log",), incontainer="mpi",
                     layout=mpi_layout),
+        # HTCondor 23.9 (trixie): a personal pool, or a central manager + 2 execute nodes
+        *(ClusterSpec(name, "htcondor", "htcondor", "debian:trixie-slim", "soma-schedulers/htcondor:23.9", nodes,
+                      ready_line="SOMA-SCHEDULERS-READY htcondor", log_paths=_HTCONDOR_LOGS,
+                      client_commands=HTCONDOR_COMMANDS, layout=htcondor_layout)
+          for name, nodes in (("htcondor", 1), ("htcondor-cluster", 2))),
         # DRMAA on Son of Grid Engine 8.1.9: the suite runs in the controller (testing.incontainer)
         ClusterSpec("sge", "drmaa", "sge", "debian:bookworm-slim", "soma-schedulers/sge:8.1.9", 1,
                     ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS, client_commands=SGE_COMMANDS,

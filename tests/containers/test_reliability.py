@@ -1,5 +1,5 @@
-"""Reliability under injected faults, daemon restarts and load, against real Slurm, OpenPBS and
-Torque (issue 8; SGE/DRMAA and MPI run inside their clusters: test_reliability_incontainer.py).
+"""Reliability under injected faults, daemon restarts and load, against real Slurm, OpenPBS,
+Torque and HTCondor (issues 8 and 17; SGE/DRMAA and MPI run inside their clusters: test_reliability_incontainer.py).
 
 200 jobs while 20 % of the DRMS calls fail, hang past their timeout, lose their answer after the
 DRMS acted, or come back cut short: every job must end tracked with its true end state, or be
@@ -25,6 +25,8 @@ from soma_schedulers import BridgeConfig, Job, SchedulerConfig
 from soma_schedulers import constants as C
 from soma_schedulers.batch import CommandLineScheduler
 from soma_schedulers.schedulers import pbspro_scheduler as pbs
+from soma_schedulers.schedulers.htcondor_ads import parse_ads
+from soma_schedulers.schedulers.htcondor_scheduler import HTCondorScheduler
 from soma_schedulers.schedulers.slurm_scheduler import SlurmScheduler, parse_exit_code
 from soma_schedulers.testing import docker_harness as dh
 from soma_schedulers.testing.faults import CommandLog, FaultPlan, inject_faults, record_commands
@@ -86,6 +88,36 @@ def _pbs_records(cluster: dh.DrmsCluster, ids: list[str]) -> str:
     return out[-6000:]
 
 
+def _condor_ads(cluster: dh.DrmsCluster, constraint: str, attributes: str) -> list[dict[str, object]]:
+    """The ads of the queue and of the history matching ``constraint`` (asked as alice)."""
+    ads = []
+    for command in (["condor_q", "-allusers"], ["condor_history"]):
+        rc, out = cluster.exec([*command, "-json", "-attributes", attributes, "-constraint", constraint], user="alice")
+        assert rc == 0, out
+        ads += parse_ads(out)
+    return ads
+
+
+def _condor_where(ids: list[str]) -> str:
+    return " || ".join(f"(ClusterId == {i.split('.')[0]} && ProcId == {i.split('.')[1]})" for i in ids)
+
+
+def _condor_jobs_named(cluster: dh.DrmsCluster, name: str) -> set[str]:
+    return {f"{ad['ClusterId']}.{ad['ProcId']}" for ad in _condor_ads(cluster, f'JobBatchName == "{name}"',
+                                                                       "ClusterId,ProcId")}
+
+
+def _condor_recorded_exit(cluster: dh.DrmsCluster, ids: list[str]) -> dict[str, int | None]:
+    return {f"{ad['ClusterId']}.{ad['ProcId']}": ad.get("ExitCode")  # type: ignore[misc]
+            for ad in _condor_ads(cluster, _condor_where(ids), "ClusterId,ProcId,ExitCode")}
+
+
+def _condor_records(cluster: dh.DrmsCluster, ids: list[str]) -> str:
+    _, out = cluster.exec(["condor_history", "-l", "-constraint", _condor_where(ids)], user="alice")
+    _, log = cluster.exec(["sh", "-c", "tail -40 /var/log/condor/SchedLog"])
+    return f"condor_history -l:\n{out[-6000:]}\nSchedLog:\n{log}"
+
+
 @dataclass
 class Target:
     """A DRMS under test: its cluster, its scheduler class, and how to ask and restart it."""
@@ -114,6 +146,10 @@ TARGETS = {
                ("qterm -t quick; sleep 2; /opt/pbs/sbin/pbs_server",), ("cannot submit", "qsub")),
         Target("torque", pbs.TorqueScheduler, _pbs_jobs_named, _pbs_records, _pbs_recorded_exit,
                ("qterm -t quick; sleep 2; pbs_server",), ("cannot submit", "qsub")),
+        # the master restarts the schedd 10 s after it exits; running jobs reconnect to the new one
+        Target("htcondor", HTCondorScheduler, _condor_jobs_named, _condor_records, _condor_recorded_exit,
+               ("condor_restart -schedd", "sleep 12; pkill -KILL -x condor_schedd"),
+               ("cannot submit", "condor_submit")),
     )
 }
 
