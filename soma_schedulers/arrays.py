@@ -73,15 +73,33 @@ def chunk_sizes(sizes: Sequence[int], limit: int) -> list[int]:
     return chunks
 
 
+def _common_head(bodies: Sequence[list[str]]) -> int:
+    """How many first lines every body shares that are whole commands (each line with balanced
+    quotes: a line inside a multi-line quoted word ends the run), so they can run once, first."""
+    count = 0
+    for lines in zip(*bodies, strict=False):
+        line = lines[0]
+        if any(other != line for other in lines) or line.count("'") % 2 or line.count('"') % 2:
+            break
+        if line.endswith("\\") or line.startswith("export "):  # a continued line; job data from here on
+            break
+        count += 1
+    return count
+
+
 def array_script(scripts: Sequence[str], index: str, first: int = 0, directives: Sequence[str] = ()) -> str:
     """One ``/bin/sh`` script for an array whose task ``first + n`` runs ``scripts[n]`` (each a
     complete job script of :func:`soma_schedulers.scripts.build_script`, written without
     directives). ``index`` is the shell expression of the task's index (``$SLURM_ARRAY_TASK_ID``);
-    ``directives`` (``#SBATCH``/``#PBS`` lines) come first. An index with no task exits 127."""
-    lines = ["#!/bin/sh", *directives, f'case "{index}" in']
-    for n, script in enumerate(scripts):
-        body = script.split("\n", 1)[1] if script.startswith("#!") else script
-        lines += [f"{first + n})", body.rstrip("\n"), ";;"]
+    ``directives`` (``#SBATCH``/``#PBS`` lines) come first. The lines every task script begins with
+    (``soma_cr``, ``soma_fail``: the same commands, run first anyway) are written once, before the
+    ``case``. An index with no task exits 127."""
+    bodies = [(script.split("\n", 1)[1] if script.startswith("#!") else script).rstrip("\n").split("\n")
+              for script in scripts]
+    head = _common_head(bodies) if len(bodies) > 1 else 0
+    lines = ["#!/bin/sh", *directives, *(bodies[0][:head] if bodies else []), f'case "{index}" in']
+    for n, body in enumerate(bodies):
+        lines += [f"{first + n})", *body[head:], ";;"]
     lines += [f"*) printf 'soma_schedulers: no job for array index %s\\n' \"{index}\" >&2; "
               f"exit {LAUNCH_ERROR_EXIT};;", "esac", ""]
     return "\n".join(lines)

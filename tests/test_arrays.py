@@ -167,3 +167,16 @@ def test_pbs_arrays_are_cut_by_script_size(monkeypatch: pytest.MonkeyPatch) -> N
     size = len(s.job_script(jobs[0], directives=False)) + 16
     monkeypatch.setattr(dialects.PBSDialect, "max_array_script_bytes", 4 * size)
     assert s.array_chunks(jobs) == [4, 4, 2]
+
+
+def test_array_script_writes_the_shared_first_lines_once_and_never_splits_a_quoted_word(tmp_path) -> None:
+    jobs = [Job(command=["printf", "%s", f"n{i}"], env={"A": "x\ny"}, stdout_file=str(tmp_path / f"o{i}"))
+            for i in range(3)]
+    text = array_script([build_script(j) for j in jobs], "$TASK")
+    assert text.count("soma_fail() {") == 1 and text.count("soma_cr=") == 1  # once, before the case
+    assert text.index("soma_fail() {") < text.index('case "$TASK"')
+    assert text.count("export A=") == 3  # job data stays in each task's branch
+    path = tmp_path / "array.sh"
+    path.write_text(text)
+    assert subprocess.run(["/bin/sh", str(path)], env={"TASK": "2", "PATH": "/usr/bin:/bin"}).returncode == 0
+    assert (tmp_path / "o2").read_text() == "n2"
