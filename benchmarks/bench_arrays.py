@@ -67,12 +67,38 @@ def _raw_loop(prefix: list[str], n: int, out: str, hold: bool) -> float:
     return t1 - t0
 
 
-def _until(check: Callable[[], bool], limit: float = 900.0) -> None:
+def _until(check: Callable[[], bool], limit: float = 1800.0) -> None:
     deadline = time.monotonic() + limit
     while not check():
         if time.monotonic() > deadline:
             raise RuntimeError("jobs did not end in time")
         time.sleep(0.5)
+
+
+def _timed_submission(s: Any, jobs: list[Job]) -> tuple[float, list[str]]:
+    """Seconds ``s.job_submission(jobs)`` took, and the ids (every job must be taken)."""
+    t0 = time.perf_counter()
+    ids = s.job_submission(jobs)
+    seconds = time.perf_counter() - t0
+    assert None not in ids, s.last_submission_errors
+    return seconds, ids
+
+
+def report(drms: str, n: int, tool: str, t_ours: float, calls: int, t_raw: float, t_never: float, t_poll: float,
+           e2e_ours: float, e2e_raw: float, more: list[str] | None = None) -> list[str]:
+    """The Markdown section of one DRMS, ending with the one-line summary."""
+    return [
+        f"## {drms}: {n} different jobs (own argv, env, stdout)\n",
+        "| measurement | time | ratio to ours with arrays |", "|---|---|---|",
+        f"| ours, arrays (`ARRAYS=auto`), kept shell | {t_ours:.3f} s, {calls} DRMS call(s) | 1x |",
+        f"| raw `{tool}` loop inside the container | {t_raw:.2f} s | {t_raw / t_ours:.0f}x slower |",
+        f"| ours, `ARRAYS=never`, kept shell | {t_never:.2f} s | {t_never / t_ours:.0f}x slower |",
+        *(more or []),
+        f"| one status poll of the {n} held tasks | {t_poll * 1000:.0f} ms | |",
+        f"| submission to all ended, ours (arrays) | {e2e_ours:.1f} s | 1x |",
+        f"| submission to all ended, raw loop | {e2e_raw:.1f} s | {e2e_raw / e2e_ours:.1f}x slower |",
+        f"\narrays {drms}: submit {n} jobs ours {t_ours:.3f} s, raw loop {t_raw:.2f} s, ratio {t_raw / t_ours:.0f}x\n",
+    ]
 
 
 def _end_to_end(s: Any, n: int, out: str) -> float:
@@ -169,11 +195,9 @@ def bench(drms: str, n: int, sw_sample: int) -> str:
 
         # -- submission of n held jobs ------------------------------------------------------------
         s = ours()
-        t0 = time.perf_counter()
-        ids = s.job_submission(_jobs(n, shared, hold=True))
-        t_ours = time.perf_counter() - t0
-        assert None not in ids, s.last_submission_errors
         calls = s.runner.calls
+        t_ours, ids = _timed_submission(s, _jobs(n, shared, hold=True))
+        calls = s.runner.calls - calls
         t0 = time.perf_counter()
         held = s.get_jobs_status(ids)  # type: ignore[arg-type]
         t_poll = time.perf_counter() - t0
@@ -181,11 +205,7 @@ def bench(drms: str, n: int, sw_sample: int) -> str:
         cancel_all()
         t_raw = _raw_loop(prefix, n, shared, hold=True)
         cancel_all()
-        never = ours("never")
-        t0 = time.perf_counter()
-        never_ids = never.job_submission(_jobs(n, shared, hold=True))
-        t_never = time.perf_counter() - t0
-        assert None not in never_ids
+        t_never, _ = _timed_submission(ours("never"), _jobs(n, shared, hold=True))
         cancel_all()
         sample = _jobs(sw_sample, shared, hold=True)
         t_sw, sw_note = _soma_workflow(prefix, sample, shared)
@@ -205,20 +225,10 @@ def bench(drms: str, n: int, sw_sample: int) -> str:
                                           text=True).stdout.strip())
         e2e_raw = time.perf_counter() - t0
 
-        rows.append(f"## {drms}: {n} different jobs (own argv, env, stdout)\n")
-        rows.append("| measurement | time | ratio to ours with arrays |")
-        rows.append("|---|---|---|")
-        rows.append(f"| ours, arrays (`ARRAYS=auto`), kept shell | {t_ours:.3f} s, {calls} DRMS call(s) | 1x |")
-        rows.append(f"| raw `sbatch` loop inside the container | {t_raw:.2f} s | {t_raw / t_ours:.0f}x slower |")
-        rows.append(f"| ours, `ARRAYS=never`, kept shell | {t_never:.2f} s | {t_never / t_ours:.0f}x slower |")
-        rows.append(f"| ours, arrays, over `docker exec` | {t_exec:.3f} s | (transport of the next row) |")
-        rows.append(f"| Soma-Workflow 6.x over `docker exec` ({sw_sample} jobs, scaled; {sw_note}) "
-                    f"| {t_sw_scaled:.1f} s | {t_sw_scaled / t_exec:.0f}x slower than ours over `docker exec` |")
-        rows.append(f"| one status poll of the {n} held tasks | {t_poll * 1000:.0f} ms | |")
-        rows.append(f"| submission to all ended, ours (arrays) | {e2e_ours:.1f} s | 1x |")
-        rows.append(f"| submission to all ended, raw loop | {e2e_raw:.1f} s | {e2e_raw / e2e_ours:.1f}x slower |")
-        rows.append(f"\narrays {drms}: submit {n} jobs ours {t_ours:.3f} s, raw loop {t_raw:.2f} s, "
-                    f"ratio {t_raw / t_ours:.0f}x\n")
+        rows += report(drms, n, "sbatch", t_ours, calls, t_raw, t_never, t_poll, e2e_ours, e2e_raw, [
+            f"| ours, arrays, over `docker exec` | {t_exec:.3f} s | (transport of the next row) |",
+            f"| Soma-Workflow 6.x over `docker exec` ({sw_sample} jobs, scaled; {sw_note}) | {t_sw_scaled:.1f} s "
+            f"| {t_sw_scaled / t_exec:.0f}x slower than ours over `docker exec` |"])
     finally:
         cluster.stop()
     return "\n".join(rows)

@@ -22,18 +22,13 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
-from soma_schedulers import BridgeConfig, Job, SchedulerConfig
+# the jobs and the wait are bench_arrays.py's (this script's directory is first on sys.path)
+from bench_arrays import _end_to_end, _jobs, _timed_submission, _until, report
+
+from soma_schedulers import BridgeConfig, SchedulerConfig
 from soma_schedulers.schedulers.pbspro_scheduler import PBSProScheduler
 from soma_schedulers.testing import docker_harness
-
-END = ("done", "failed")
-
-
-def _jobs(n: int, out: str, hold: bool) -> list[Job]:
-    return [Job(command=["/bin/echo", f"job {i}", "it's"], env={"SOMA_N": str(i)}, stdout_file=f"{out}/{i}.out",
-                hold=hold) for i in range(n)]
 
 
 def _raw_loop(prefix: list[str], n: int, out: str, hold: bool) -> float:
@@ -45,14 +40,6 @@ def _raw_loop(prefix: list[str], n: int, out: str, hold: bool) -> float:
     res = subprocess.run([*prefix, "sh", "-c", loop], capture_output=True, text=True, check=True)
     t0, t1 = (float(x) for x in res.stdout.split())
     return t1 - t0
-
-
-def _until(check: Callable[[], bool], limit: float = 1800.0) -> None:
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError("jobs did not end in time")
-        time.sleep(1.0)
 
 
 def _none_left(prefix: list[str]) -> bool:
@@ -68,9 +55,11 @@ def bench(drms: str, n: int) -> str:
         prefix, shared = list(cluster.command_prefix), cluster.shared_dir
 
         def ours(arrays: str = "auto") -> PBSProScheduler:
-            return PBSProScheduler(SchedulerConfig(
+            sched = PBSProScheduler(SchedulerConfig(
                 bridge=BridgeConfig(mode="prefix", prefix=tuple(prefix), shells=True), status_cache_seconds=0.5,
                 arrays=arrays))
+            sched.runner.run(["true"])  # a long-lived scheduler's transport is up (as in bench_arrays.py)
+            return sched
 
         def delete_all() -> None:
             ids = subprocess.run([*prefix, "qselect"], capture_output=True, text=True).stdout.split()
@@ -79,12 +68,8 @@ def bench(drms: str, n: int) -> str:
             time.sleep(2)
 
         s = ours()
-        s.max_array_size()  # the server's caps, read once (not part of the submission)
-        calls = s.runner.calls
-        t0 = time.perf_counter()
-        ids = s.job_submission(_jobs(n, shared, hold=True))
-        t_ours = time.perf_counter() - t0
-        assert None not in ids, s.last_submission_errors
+        calls = s.runner.calls  # the server's caps (qmgr, once) are timed, as MaxArraySize is on Slurm
+        t_ours, ids = _timed_submission(s, _jobs(n, shared, hold=True))
         calls = s.runner.calls - calls
         time.sleep(3)  # Torque makes an array's tasks in the background
         t0 = time.perf_counter()
@@ -94,40 +79,16 @@ def bench(drms: str, n: int) -> str:
         delete_all()
         t_raw = _raw_loop(prefix, n, shared, hold=True)
         delete_all()
-        never = ours("never")
-        t0 = time.perf_counter()
-        never_ids = never.job_submission(_jobs(n, shared, hold=True))
-        t_never = time.perf_counter() - t0
-        assert None not in never_ids, never.last_submission_errors
+        t_never, _ = _timed_submission(ours("never"), _jobs(n, shared, hold=True))
         delete_all()
 
-        s = ours()
-        t0 = time.perf_counter()
-        ids = s.job_submission(_jobs(n, shared, hold=False))
-        _until(lambda: all(v in END for v in s.get_jobs_status(ids).values()))
-        e2e_ours = time.perf_counter() - t0
-        infos = s.get_jobs_exit_info(ids)
-        bad = [i for i, e in infos.items() if e[:2] != ("finished_regularly", 0)]
-        assert not bad, [infos[i] for i in bad[:3]]
-        with open(f"{shared}/{n - 1}.out") as fh:
-            sample_out = fh.read()
-        assert sample_out == f"job {n - 1} it's\n", sample_out
+        e2e_ours = _end_to_end(ours(), n, shared)
         t0 = time.perf_counter()
         _raw_loop(prefix, n, shared, hold=False)
         _until(lambda: _none_left(prefix))
         e2e_raw = time.perf_counter() - t0
 
-        rows.append(f"## {drms}: {n} different jobs (own argv, env, stdout)\n")
-        rows.append("| measurement | time | ratio to ours with arrays |")
-        rows.append("|---|---|---|")
-        rows.append(f"| ours, arrays (`ARRAYS=auto`), kept shell | {t_ours:.3f} s, {calls} DRMS call(s) | 1x |")
-        rows.append(f"| raw `qsub` loop inside the container | {t_raw:.2f} s | {t_raw / t_ours:.0f}x slower |")
-        rows.append(f"| ours, `ARRAYS=never`, kept shell | {t_never:.2f} s | {t_never / t_ours:.0f}x slower |")
-        rows.append(f"| one status poll of the {n} held tasks | {t_poll * 1000:.0f} ms | |")
-        rows.append(f"| submission to all ended, ours (arrays) | {e2e_ours:.1f} s | 1x |")
-        rows.append(f"| submission to all ended, raw loop | {e2e_raw:.1f} s | {e2e_raw / e2e_ours:.1f}x slower |")
-        rows.append(f"\narrays {drms}: submit {n} jobs ours {t_ours:.3f} s, raw loop {t_raw:.2f} s, "
-                    f"ratio {t_raw / t_ours:.0f}x\n")
+        rows += report(drms, n, "qsub", t_ours, calls, t_raw, t_never, t_poll, e2e_ours, e2e_raw)
     finally:
         cluster.stop()
     return "\n".join(rows)
