@@ -60,7 +60,8 @@ examples:
 
 The scheduler type is --scheduler, else the configuration's SCHEDULER_TYPE, else {DEFAULT_SCHEDULER_TYPE};
 both given and different is an error. submit, status, wait, kill and exit-info need a type whose
-jobs the DRMS keeps (slurm, pbspro, torque, drmaa): local and mpi jobs live in the command's process.
+jobs the DRMS keeps (slurm, pbspro, torque, htcondor, drmaa): local and mpi jobs live in the
+command's process.
 
 {EXIT_CODES}"""
 

@@ -8,8 +8,8 @@ the end:
 * **local** backends (``local_basic``, ``local``): the directory is made under the temporary
   directory, and the files are followed while the job runs (as ``tail -f`` would): the output
   shows as it is written.
-* backends driven by **client commands** (``slurm``, ``pbspro``, ``torque``, ``drmaa``: they have a
-  ``runner``): the job runs elsewhere, as the user the DRMS commands run as, so the directory is
+* backends driven by **client commands** (``slurm``, ``pbspro``, ``torque``, ``htcondor``, ``drmaa``: they
+  have a ``runner``): the job runs elsewhere, as the user the DRMS commands run as, so the directory is
   made by those commands (``mktemp -d`` where they run: ``BRIDGE_SHARED_DIR`` when set, else the
   bridge's own directory, e.g. the ssh user's home, or, without a bridge, the current
   directory, which the compute nodes must see). It belongs to the job's user whatever this

@@ -96,7 +96,7 @@ NOT_PROVIDED: dict[str, str] = {
     "drmaa2": (
         "scheduler type 'drmaa2' is not provided: no open-source DRMAA 2 C library exists (Open Cluster "
         "Scheduler, OpenPBS and slurm-drmaa ship DRMAA 1 only; the one Python binding loads Altair UGE's "
-        "commercial library); use 'drmaa' (DRMAA 1) or the DRMS's own type (slurm, pbspro, torque)"
+        "commercial library); use 'drmaa' (DRMAA 1) or the DRMS's own type (slurm, pbspro, torque, htcondor)"
     ),
 }
 

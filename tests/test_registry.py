@@ -26,7 +26,8 @@ def test_targets_name_real_clusters_once() -> None:
                 assert spec.scheduler_type in registry.IN_CONTAINER_TYPES, t.name
     assert incontainer.ALIASES == {"sge-drmaa": "sge", "sge-drmaa-bulk": "sge", "sge-drmaa-cluster": "sge-cluster",
                                    "slurm-drmaa-bulk": "slurm-drmaa"}
-    assert bridge.HOSTS == {"slurm": "slurm-ssh", "openpbs": "openpbs-ssh", "torque": "torque-ssh"}
+    assert bridge.HOSTS == {"slurm": "slurm-ssh", "htcondor": "htcondor-ssh", "openpbs": "openpbs-ssh",
+                            "torque": "torque-ssh"}
 
 
 def test_specs_carry_their_layout_command_and_bridge_role() -> None:

@@ -67,8 +67,8 @@ class HTCondorScheduler(CommandLineScheduler):
         return "HTCondor"
 
     def forgetting(self) -> str:
-        return ("condor_history keeps ended jobs until the schedd's history file is rotated "
-                "(MAX_HISTORY_LOG, 20 MB by default)")
+        return ("condor_history keeps ended jobs until they are rotated out of the schedd's history files "
+                "(MAX_HISTORY_LOG, 20 MB each, and MAX_HISTORY_ROTATIONS, 2 backups, by default)")
 
     # -- submission ---------------------------------------------------------------------------------
     def job_script(self, job: Job) -> str:

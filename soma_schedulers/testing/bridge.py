@@ -1,7 +1,8 @@
 """Out of container, end to end: an engine container drives the host's DRMS over ssh.
 
 The "host" is a DRMS test cluster whose image adds sshd (``slurm-ssh``,
-``openpbs-ssh``, ``torque-ssh``: ``containers/ssh-host`` on the DRMS image);
+``htcondor-ssh``, ``openpbs-ssh``, ``torque-ssh``: ``containers/ssh-host`` on
+the DRMS image);
 the "engine" (``containers/engine``) is bookworm
 with Python, Debian's pytest and hypothesis and an ssh client, and no DRMS
 client command at all. This package is bind-mounted read-only at ``/src``
@@ -27,7 +28,7 @@ Two engines, both user ``alice`` (uid 1000, as on the host):
 Command line (exit code: the first failing step's, 2 when the lab cannot start;
 0 with one ``SKIPPED:`` line when the host image's upstream source is not here)::
 
-    python -m soma_schedulers.testing.bridge slurm|openpbs|torque [--mode auto|explicit|failures|all] [PYTEST ARGS...]
+    python -m soma_schedulers.testing.bridge slurm|htcondor|openpbs|torque [--mode auto|explicit|failures|all] [PYTEST ARGS...]
 
 ``failures`` runs ``tests/containers/bridge_failures_inside.py`` in the
 explicit engine: unreachable host, refused authentication, unknown host

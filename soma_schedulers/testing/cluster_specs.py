@@ -183,6 +183,11 @@ CLUSTERS: dict[str, ClusterSpec] = {
                       ready_line="SOMA-SCHEDULERS-READY htcondor", log_paths=_HTCONDOR_LOGS,
                       client_commands=HTCONDOR_COMMANDS, layout=htcondor_layout)
           for name, nodes in (("htcondor", 1), ("htcondor-cluster", 2))),
+        # the personal pool plus sshd: the host of the out-of-container tests (testing/bridge.py)
+        ClusterSpec("htcondor-ssh", "htcondor", "ssh-host", "soma-schedulers/htcondor:23.9",
+                    "soma-schedulers/htcondor-ssh:23.9", 1, ready_line="SOMA-SCHEDULERS-READY htcondor",
+                    log_paths=(*_HTCONDOR_LOGS, "/var/log/sshd.log"), client_commands=HTCONDOR_COMMANDS,
+                    bridge_host=True, layout=htcondor_layout),
         # DRMAA on Son of Grid Engine 8.1.9: the suite runs in the controller (testing.incontainer)
         ClusterSpec("sge", "drmaa", "sge", "debian:bookworm-slim", "soma-schedulers/sge:8.1.9", 1,
                     ready_line="SOMA-SCHEDULERS-READY sge", log_paths=_SGE_LOGS, client_commands=SGE_COMMANDS,

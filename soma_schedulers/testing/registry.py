@@ -63,6 +63,7 @@ TARGETS: tuple[TestTarget, ...] = (
     TestTarget("sge-drmaa-bulk", "incontainer", "sge", bulk=True),
     TestTarget("sge-drmaa-cluster", "incontainer", "sge-cluster"),
     TestTarget("slurm-bridge", "bridge", "slurm-ssh"),
+    TestTarget("htcondor-bridge", "bridge", "htcondor-ssh"),
     TestTarget("slurm-drmaa", "incontainer", "slurm-drmaa", upstream=True),
     TestTarget("slurm-drmaa-bulk", "incontainer", "slurm-drmaa", upstream=True, bulk=True),
     TestTarget("slurm-drmaa-24.11", "incontainer", "slurm-drmaa-24.11", upstream=True),

@@ -1,6 +1,6 @@
 """Failure behaviour of the ssh bridge against a real sshd, run INSIDE the engine container.
 
-``python -m soma_schedulers.testing.bridge slurm|openpbs|torque --mode failures`` runs this
+``python -m soma_schedulers.testing.bridge slurm|htcondor|openpbs|torque --mode failures`` runs this
 file in the lab's explicit engine (see ``soma_schedulers/testing/bridge.py``),
 which sets ``SOMA_BRIDGE_HOST`` and friends; anywhere else it is skipped (and
 pytest does not collect it by name). Every case: a clear ``DRMError`` saying
@@ -37,9 +37,11 @@ HOST = os.environ.get("SOMA_BRIDGE_HOST", "")
 USER = os.environ.get("SOMA_BRIDGE_USER", "")
 IDENTITY = os.environ.get("SOMA_BRIDGE_IDENTITY", "")
 KNOWN = os.environ.get("SOMA_BRIDGE_KNOWN_HOSTS", "")
-SCHEDULER = os.environ.get("SOMA_BRIDGE_SCHEDULER", "slurm")  # the host's: slurm, pbspro, torque
-STATUS = ["squeue", "-h"] if SCHEDULER == "slurm" else ["qstat"]  # a status command of the host
-SUBMIT = "sbatch" if SCHEDULER == "slurm" else "qsub"
+SCHEDULER = os.environ.get("SOMA_BRIDGE_SCHEDULER", "slurm")  # the host's: slurm, htcondor, pbspro, torque
+#: A status command of the host, its submission command and a job id of its form.
+STATUS = {"slurm": ["squeue", "-h"], "htcondor": ["condor_q"]}.get(SCHEDULER, ["qstat"])
+SUBMIT = {"slurm": "sbatch", "htcondor": "condor_submit"}.get(SCHEDULER, "qsub")
+JOB_ID = "12345.0" if SCHEDULER == "htcondor" else "12345"
 SLACK = 3.0  # seconds allowed beyond a timeout on a loaded 2-core machine
 
 pytestmark = pytest.mark.skipif(
@@ -187,6 +189,6 @@ def test_scheduler_says_which(make_runner: Callable[..., CommandRunner]) -> None
         t0 = time.monotonic()
         assert sched.job_submission([Job(command=["/bin/true"])]) == [None]
         assert "unreachable" in (sched.last_submission_errors[0] or "")
-        sched.track_job("12345")
-        assert sched.get_job_status("12345") == C.UNDETERMINED
+        sched.track_job(JOB_ID)
+        assert sched.get_job_status(JOB_ID) == C.UNDETERMINED
         assert time.monotonic() - t0 < 2 * 3 + SLACK

@@ -6,7 +6,7 @@ and exits once the first two ended and the last runs; a second attaches to the f
 already, one held, one running) and follows them; a third attaches to the held and the running
 job and kills them (``kill_job``); the second must see the true ends (``killed_by_user``,
 ``aborted_before_running``), and a fourth, attaching after all ended, too; an id the DRMS never had
-raises ``UnknownJobError``. Slurm (22.05, 24.11), OpenPBS and Torque run from the host through the
+raises ``UnknownJobError``. Slurm (22.05, 24.11), OpenPBS, Torque and HTCondor run from the host through the
 prefix bridge the pytest plugin uses for a DRMS; DRMAA (SGE, slurm-drmaa) inside the cluster, where
 libdrmaa is. One cluster at a time (2 cores). Skipped with the reason when Docker, an image or its
 upstream source (OpenPBS, Torque, slurm-drmaa) is missing.
@@ -34,8 +34,8 @@ pytestmark = pytest.mark.drms
 HERE = Path(__file__).resolve().parent
 STEPS = HERE / "attach_process.py"
 #: cluster -> where the processes run: "host" (the prefix bridge) or "inside" (DRMAA).
-CLUSTERS = {"slurm": "host", "slurm-24.11": "host", "openpbs": "host", "torque": "host", "sge": "inside",
-            "slurm-drmaa": "inside"}
+CLUSTERS = {"slurm": "host", "slurm-24.11": "host", "openpbs": "host", "torque": "host", "htcondor": "host",
+            "sge": "inside", "slurm-drmaa": "inside"}
 UNKNOWN = "999999"
 
 
@@ -147,12 +147,19 @@ def test_jobs_of_other_processes(clusters: Clusters, name: str) -> None:
 #: cluster -> (how to submit ``exit 3`` as the test user, how to make the DRMS forget the ended job (as
 #: root; None: wait), what the error says). One each: Slurm without accounting (squeue forgets an
 #: ended job MinJobAge s after its end: 30 s in the image, measured 48 s with slurmctld's purge
-#: period), OpenPBS whose history of the job is purged (qdel -x), Torque with keep_completed lowered.
+#: period), OpenPBS whose history of the job is purged (qdel -x), Torque with keep_completed lowered,
+#: HTCondor whose history file is emptied (as root: what a rotation does to the oldest jobs).
 FORGETTING = {
     "slurm-noacct": (["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "exit 3"], None, "MinJobAge"),
     "openpbs": (["sh", "-c", "echo 'exit 3' | qsub -o /dev/null -e /dev/null"], ["qdel", "-x"], "job_history"),
     "torque": (["sh", "-c", "echo 'exit 3' | qsub -o /dev/null -e /dev/null"], None, "keep_completed"),
+    # the job id comes last, as $0 of sh -c: unused
+    "htcondor": (["sh", "-c", r"""printf '%s\n' 'executable = /bin/sh' "arguments = \"-c 'exit 3'\"" queue """
+                  r"""| condor_submit -terse - | cut -d' ' -f1"""],
+                 ["sh", "-c", 'truncate -s 0 "$(condor_config_val HISTORY)"'], "MAX_HISTORY_LOG"),
 }
+#: Clusters whose forgetting command runs as root (the others' as the test user).
+FORGET_AS_ROOT = frozenset({"htcondor"})
 
 
 @pytest.mark.parametrize("name", list(FORGETTING))
@@ -176,7 +183,7 @@ def test_jobs_the_drms_forgot(clusters: Clusters, name: str) -> None:
         time.sleep(0.5)
     assert tuple(kept[:3]) == DONE3, kept
     if forget is not None:
-        rc, out = cluster.exec([*forget, job_id], user=cluster.spec.user)
+        rc, out = cluster.exec([*forget, job_id], user="root" if name in FORGET_AS_ROOT else cluster.spec.user)
         assert rc == 0, out
     t1 = time.monotonic()
     while True:
