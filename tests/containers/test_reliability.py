@@ -48,14 +48,20 @@ def _slurm_jobs_named(cluster: dh.DrmsCluster, name: str) -> set[str]:
 
 
 def _pbs_jobs_named(cluster: dh.DrmsCluster, name: str) -> set[str]:
+    # -t: an array's tasks (12[3].srv), which are the ids we track; the array itself (12[].srv) is not a job
     if cluster.spec.scheduler_type == "torque":  # finished jobs stay listed keep_completed (600) s
-        rc, out = cluster.exec(["qstat", "-f"], user="alice")
+        rc, out = cluster.exec(["qstat", "-t", "-f"], user="alice")
         jobs = pbs.parse_qstat_text(out)
     else:  # the job history holds the finished ones
-        rc, out = cluster.exec(["qstat", "-x", "-f", "-F", "json"], user="alice")
+        rc, out = cluster.exec(["qstat", "-x", "-t", "-f", "-F", "json"], user="alice")
         jobs = pbs.parse_qstat_json(out)
     assert rc == 0, out
-    return {job_id for job_id, attrs in jobs.items() if attrs.get("Job_Name") == name}
+
+    def named(attrs: dict[str, object]) -> bool:  # Torque names an array's tasks <name>-<index>
+        job_name = str(attrs.get("Job_Name", ""))
+        return job_name == name or job_name.startswith(name + "-")
+
+    return {job_id for job_id, attrs in jobs.items() if "[]" not in job_id and named(attrs)}
 
 
 def _slurm_records(cluster: dh.DrmsCluster, ids: list[str]) -> str:
