@@ -101,6 +101,15 @@ def report(drms: str, n: int, tool: str, t_ours: float, calls: int, t_raw: float
     ]
 
 
+def _timed_held_poll(s: Any, ids: list[str]) -> float:
+    """Seconds one status poll of the held ``ids`` took (every one must be held)."""
+    t0 = time.perf_counter()
+    held = s.get_jobs_status(ids)
+    seconds = time.perf_counter() - t0
+    assert set(held.values()) == {"user_on_hold"}, set(held.values())
+    return seconds
+
+
 def _end_to_end(s: Any, n: int, out: str) -> float:
     """Seconds from submitting the ``n`` jobs (not held) through ``s`` until all ended; checks their
     exit and the last one's output."""
@@ -198,10 +207,7 @@ def bench(drms: str, n: int, sw_sample: int) -> str:
         calls = s.runner.calls
         t_ours, ids = _timed_submission(s, _jobs(n, shared, hold=True))
         calls = s.runner.calls - calls
-        t0 = time.perf_counter()
-        held = s.get_jobs_status(ids)  # type: ignore[arg-type]
-        t_poll = time.perf_counter() - t0
-        assert set(held.values()) == {"user_on_hold"}, set(held.values())
+        t_poll = _timed_held_poll(s, ids)
         cancel_all()
         t_raw = _raw_loop(prefix, n, shared, hold=True)
         cancel_all()

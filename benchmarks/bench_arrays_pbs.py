@@ -24,7 +24,7 @@ import sys
 import time
 
 # the jobs and the wait are bench_arrays.py's (this script's directory is first on sys.path)
-from bench_arrays import _end_to_end, _jobs, _timed_submission, _until, report
+from bench_arrays import _end_to_end, _jobs, _timed_held_poll, _timed_submission, _until, report
 
 from soma_schedulers import BridgeConfig, SchedulerConfig
 from soma_schedulers.schedulers.pbspro_scheduler import PBSProScheduler
@@ -72,10 +72,7 @@ def bench(drms: str, n: int) -> str:
         t_ours, ids = _timed_submission(s, _jobs(n, shared, hold=True))
         calls = s.runner.calls - calls
         time.sleep(3)  # Torque makes an array's tasks in the background
-        t0 = time.perf_counter()
-        held = s.get_jobs_status(ids)
-        t_poll = time.perf_counter() - t0
-        assert set(held.values()) == {"user_on_hold"}, set(held.values())
+        t_poll = _timed_held_poll(s, ids)
         delete_all()
         t_raw = _raw_loop(prefix, n, shared, hold=True)
         delete_all()
