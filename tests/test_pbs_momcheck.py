@@ -95,3 +95,13 @@ def test_no_check_when_off_or_openpbs() -> None:
     s.track_job(LOST)
     assert s.get_job_status(LOST) == C.RUNNING
     assert not pbs.OPENPBS.reports_mom_jobs and pbs.TORQUE.reports_mom_jobs
+
+
+def test_the_obit_stall_of_issue_18_is_not_a_lost_job() -> None:
+    """Run 52's stall: the MOM never sent task 49's obit but still lists it (no session left):
+    not lost, so not ended here (docs/pbs.md, "The torque-cluster stall of issue 18")."""
+    reports = mom_reports((TORQUE / "obit_stall_pbsnodes.txt").read_text())
+    assert reports["c1"][1] == frozenset({"0[49].torqueserver"}) and reports["c2"][1] == frozenset()
+    watch = LostJobs(lost_after=0, every=0)
+    assert watch.check({"0[49].torqueserver": "c1"}, reports, now=0) == {}
+    assert watch.check({"0[49].torqueserver": "c1"}, reports, now=100) == {}
