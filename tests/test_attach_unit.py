@@ -204,7 +204,8 @@ def recorded(cluster: str, case: str) -> str:
 
 
 def pbs_with(cluster: str, qstat: Answer) -> tuple[pbs.PBSProScheduler, ScriptedRunner]:
-    s = pbs.PBSProScheduler(SchedulerConfig(status_cache_seconds=0, options={"flavour": PBS[cluster][0]}))
+    s = pbs.PBSProScheduler(SchedulerConfig(status_cache_seconds=0, options={"flavour": PBS[cluster][0],
+                                                                     "mom_lost_after": "0"}))
     fake = ScriptedRunner({"qstat": qstat}, ensure_newline=False)
     s.runner = fake
     return s, fake

@@ -35,7 +35,8 @@ def ids_of(cluster: str) -> dict[str, Any]:
 
 def scheduler(cluster: str, answers: dict[str, Answer | list[Answer]], **options: str) -> pbs.PBSProScheduler:
     s = pbs.PBSProScheduler(SchedulerConfig(status_cache_seconds=0, arrays="auto", array_min_size=1,
-                                            options={"flavour": FLAVOURS[cluster][0], **options}))
+                                            options={"flavour": FLAVOURS[cluster][0], "mom_lost_after": "0",
+                                                     **options}))
     s.runner = ScriptedRunner({"qmgr": recorded(cluster, "array_server.txt"), **answers}, ensure_newline=False)
     return s
 

@@ -44,7 +44,8 @@ def scheduler(cluster: str, answers: dict[str, Answer], **options: str) -> pbs.P
     """A scheduler whose DRMS commands are answered from ``answers``, exactly as given (a recorded
     output, or one cut short: no newline added)."""
     s = pbs.PBSProScheduler(SchedulerConfig(status_cache_seconds=0,
-                                            options={"flavour": FLAVOURS[cluster][0], **options}))
+                                            options={"flavour": FLAVOURS[cluster][0], "mom_lost_after": "0",
+                                                     **options}))  # MOM reports: test_pbs_momcheck
     s.runner = ScriptedRunner(answers, ensure_newline=False)
     return s
 

@@ -64,6 +64,9 @@ class PBSDialect(abc.ABC):
     #: The largest array script we send: the server hands the whole script to every task's MOM
     #: (1,000 tasks of an 800 kB script ran 2x slower from submission to end than a qsub loop).
     max_array_script_bytes: ClassVar[int] = 128 * 1024
+    #: Whether ``pbsnodes`` shows the jobs each MOM reports running (``jobs=`` in its ``status``):
+    #: a running job its MOM lost is then found (:mod:`.momcheck`).
+    reports_mom_jobs: ClassVar[bool] = False
 
     def version_in(self, text: str) -> str | None:
         """The version ``qstat --version`` printed, when ``text`` comes from this implementation."""
@@ -240,6 +243,7 @@ class TorqueDialect(PBSDialect):
     default_task_cap = 300
     #: Measured: 156 of 400 tasks shown at once, 300 two seconds later.
     tasks_appear_within = 60.0
+    reports_mom_jobs = True
 
     def delete_unmade(self, task_id: str) -> list[str] | None:
         # qdel 12[4].srv: "nonexistent job id" before the task is made; qdel -t 4 12[].srv removes it

@@ -27,6 +27,7 @@ from ...runner import CommandRunner
 from ...scheduler import CAPABILITIES, OPTIONAL_CAPABILITIES
 from ...scripts import build_script
 from .dialects import DIALECTS, TORQUE, PBSDialect, read_version
+from .momcheck import LostJobs, mom_reports, mother_superior
 from .observe import job_observation, launch_report
 from .parse import (
     JOB_ID,
@@ -92,6 +93,10 @@ class PBSProScheduler(CommandLineScheduler):
         self._jobs: dict[str, Job] = {}
         self._max_array_size: int | None = None
         self._made_at: dict[str, float] = {}  # array tasks -> when qsub made them (Torque shows them later)
+        #: Running jobs their MOM lost (Torque): ended after ``OPTION_MOM_LOST_AFTER`` s (default 60;
+        #: 0 turns the check off) missing from the MOM's reports; ``pbsnodes`` every 15 s at most.
+        lost_after = float(opts.get("mom_lost_after", 60.0))
+        self._lost = LostJobs(lost_after, every=min(15.0, lost_after / 4)) if lost_after > 0 else None
 
     # -- the seed's extra API --------------------------------------------------------------------
     @staticmethod
@@ -336,8 +341,35 @@ class PBSProScheduler(CommandLineScheduler):
                     self._forced.discard(job_id)
             result[job_id] = obs
         result.update(self._unseen_tasks([i for i in ids if i not in result and dialect.array_of(i)]))
+        result.update(self._lost_by_mom(result))
         self._force_lingering(result)
         return result
+
+    def _lost_by_mom(self, observations: Mapping[str, Observation]) -> dict[str, Observation]:
+        """The running jobs their MOM no longer runs (:mod:`.momcheck`), as ended ``aborted``."""
+        now = time.monotonic()
+        if self._lost is None or not self.dialect.reports_mom_jobs or not self._lost.due(now):
+            return {}
+        with self._state_lock:
+            running = {i: mother_superior(self._attrs[i].get("exec_host")) for i, obs in observations.items()
+                       if obs.status == C.RUNNING and str(self._attrs.get(i, {}).get("job_state")) == "R"}
+        hosts = {i: h for i, h in running.items() if h}
+        if not hosts:
+            return {}
+        result = self.runner.run(["pbsnodes", *sorted(set(hosts.values()))], check=False)
+        if result.returncode != 0:
+            if self.logger:
+                self.logger.warning("pbsnodes failed (%s): running jobs not checked against their MOMs",
+                                    result.stderr.strip() or result.returncode)
+            return {}
+        lost = self._lost.check(hosts, mom_reports(result.stdout), now)
+        ended = {}
+        for job_id, reason in lost.items():  # the end is logged with its reason (record_end)
+            with self._state_lock:
+                for state in (self._jobs, self._cancelled_at, self._made_at):
+                    state.pop(job_id, None)
+            ended[job_id] = Observation(C.DONE, ended=True, started=True, aborted=reason)
+        return ended
 
     def _unseen_tasks(self, ids: Sequence[str]) -> dict[str, Observation]:
         """What array tasks ``qstat`` did not show are: deleted by us (a task deleted before it was
@@ -418,6 +450,8 @@ class PBSProScheduler(CommandLineScheduler):
             self._cancelled_at.clear()
             self._forced.clear()
             self._made_at.clear()
+        if self._lost is not None:
+            self._lost.forget()
 
     def __repr__(self) -> str:
         prefix = shlex.join(self.runner.prefix) if self.runner.prefix else "local"
