@@ -1,0 +1,117 @@
+"""HTCondor's own life events (issue 18; docs/contract.md, "Life events of the DRMS"), against
+HTCondor 23.9.6: the personal pool (``htcondor``) and a central manager with 2 execute nodes
+(``htcondor-cluster``), one at a time. The settings each event needs are in
+containers/htcondor/README.md, "Life events":
+
+* **vacated** (``condor_vacate_job`` by the owner, ``condor_vacate`` of the machine by root): HTCondor
+  evicts the job and puts it back Idle (``JobStatus`` 1, ``NumJobStarts`` 1, ``LastVacateTime``); it
+  runs again. The end is the second run's (exit 7), never the first run's;
+* **startd lost** (``condor_startd``, the starter and the job killed with SIGKILL on the execute node
+  running the job): the shadow cannot reach the starter again before the job's lease expires
+  (``job_lease_duration = 20``), then the job is Idle and runs again (condor_master restarts the startd
+  10 s later; the other node may take it). The end is the rerun's;
+* **time limit** (``allowed_job_duration = 5``): HTCondor 23.9 *holds* the job (``HoldReasonCode`` 46,
+  "The job exceeded allowed job duration of 00:05"): ``system_on_hold``, not an end. With
+  ``periodic_remove = HoldReasonCode =?= 46`` HTCondor removes it: ``failed``/``aborted``, and
+  ``get_job_error`` names the limit (the hold reason the history ad keeps as ``LastHoldReason``).
+
+Each test prints its ``LIFE-EVENT`` line (:class:`~soma_schedulers.testing.life_events.Tally`).
+About 1.5 minutes in all.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from image_clusters import Clusters, one_at_a_time  # tests/containers/image_clusters.py
+
+from soma_schedulers import BridgeConfig, Job, SchedulerConfig
+from soma_schedulers import constants as C
+from soma_schedulers.schedulers.htcondor_ads import parse_ads
+from soma_schedulers.schedulers.htcondor_scheduler import HTCondorScheduler
+from soma_schedulers.testing import docker_harness as dh
+from soma_schedulers.testing.life_events import Tally, Watch, rerun_command, runs_of
+
+pytestmark = pytest.mark.drms
+
+clusters = one_at_a_time()
+TALLY = Tally()
+#: The rerun's exit code (rerun_command): the first run sleeps, then would exit 0.
+LATER_EXIT = 7
+#: What the tests ask of the ads themselves (as alice), to say what HTCondor did.
+WHAT = ("ClusterId,ProcId,JobStatus,NumJobStarts,RemoteHost,LastRemoteHost,LastVacateTime,VacateReason,"
+        "HoldReason,HoldReasonCode,LastHoldReason,RemoveReason,ExitCode")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tally() -> Iterator[None]:
+    yield
+    print("\n" + "\n".join(TALLY.lines()))
+
+
+def _scheduler(cluster: dh.DrmsCluster) -> HTCondorScheduler:
+    return HTCondorScheduler(SchedulerConfig(bridge=BridgeConfig(mode="prefix", prefix=tuple(cluster.command_prefix)),
+                                             status_cache_seconds=0.2, undetermined_timeout=120.0))
+
+
+def _ad(cluster: dh.DrmsCluster, job_id: str) -> dict[str, object]:
+    """The job's ad, from the queue or else from the history."""
+    for command in (["condor_q", "-allusers"], ["condor_history"]):
+        rc, out = cluster.exec([*command, "-json", "-attributes", WHAT, job_id], user="alice")
+        assert rc == 0, out
+        ads = parse_ads(out)
+        if ads:
+            return ads[0]
+    return {}
+
+
+def _started(watch: Watch, counter: Path, timeout: float = 120.0) -> None:
+    """Wait until the job runs and its first run has begun (the counter written)."""
+    watch.until(lambda s: s == C.RUNNING, timeout, what="running")
+    deadline = time.monotonic() + timeout
+    while runs_of(counter) < 1:
+        assert time.monotonic() < deadline, f"job {watch.job_id}: its first run never began"
+        time.sleep(0.2)
+
+
+def _rerun_end_ok(watch: Watch, counter: Path) -> tuple[bool, str]:
+    """Whether the job ended as its second run did (done, exit 7, the counter at 2)."""
+    end = watch.end()
+    ok = end[:4] == (C.DONE, C.FINISHED_REGULARLY, LATER_EXIT, None) and runs_of(counter) == 2
+    return ok, f"end {end}, runs {runs_of(counter)}, statuses {watch.changes}"
+
+
+def test_vacated_job_runs_again_and_ends_as_its_rerun(clusters: Clusters) -> None:
+    """condor_vacate_job (the owner) and condor_vacate of the machine (root) while jobs run: each job is
+    Idle again, runs again, and ends with its second run's exit code."""
+    cluster = clusters.get("htcondor")
+    work = Path(cluster.make_workdir("vacate"))
+    counters = [work / "by-job", work / "by-machine"]
+    how = [(["condor_vacate_job", "{id}"], "alice"), (["condor_vacate", "-fast", "-all"], "root")]
+    wrong = 0
+    with _scheduler(cluster) as sched:
+        ids = sched.job_submission([Job(command=rerun_command(c, later_exit=LATER_EXIT)) for c in counters])
+        assert None not in ids, sched.last_submission_errors
+        watches = [Watch(sched, str(i)) for i in ids]
+        for watch, counter in zip(watches, counters, strict=True):
+            _started(watch, counter)
+        for watch, counter, (argv, user) in zip(watches, counters, how, strict=True):
+            rc, out = cluster.exec([a.format(id=watch.job_id) for a in argv], user=user)
+            assert rc == 0, out
+            watch.until(lambda s: s != C.RUNNING, 60, poll=0.2, what="out of running after the vacate")
+            between = _ad(cluster, watch.job_id)
+            watch.until_ended(120)
+            ok, says = _rerun_end_ok(watch, counter)
+            ad = _ad(cluster, watch.job_id)
+            print(f"\n{argv[0]} {watch.job_id}: {says}\n  between the runs: {json.dumps(between)}\n"
+                  f"  at the end: {json.dumps(ad)}")
+            # HTCondor ran it twice, and the scheduler said nothing but the job's life meanwhile
+            ok = ok and ad.get("NumJobStarts") == 2 and bool(ad.get("LastVacateTime"))
+            ok = ok and set(watch.statuses) <= {C.QUEUED_ACTIVE, C.RUNNING, C.DONE}
+            wrong += not ok
+            assert ok, (says, ad)
+    TALLY.add("htcondor", "requeue (condor_vacate)", len(counters), wrong)
