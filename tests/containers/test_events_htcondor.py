@@ -115,3 +115,32 @@ def test_vacated_job_runs_again_and_ends_as_its_rerun(clusters: Clusters) -> Non
             wrong += not ok
             assert ok, (says, ad)
     TALLY.add("htcondor", "requeue (condor_vacate)", len(counters), wrong)
+
+
+def test_startd_killed_mid_job_the_job_reruns(clusters: Clusters) -> None:
+    """condor_startd, the starter and the job killed (SIGKILL) on the execute node running the job: once
+    its lease (20 s) expires the job is Idle, runs again, and ends as the rerun did."""
+    cluster = clusters.get("htcondor-cluster")
+    counter = Path(cluster.make_workdir("startd")) / "counter"
+    with _scheduler(cluster) as sched:
+        ids = sched.job_submission([Job(command=rerun_command(counter, later_exit=LATER_EXIT),
+                                        native_specification=["job_lease_duration = 20"])])
+        assert ids[0] is not None, sched.last_submission_errors
+        watch = Watch(sched, ids[0])
+        _started(watch, counter)
+        host = str(_ad(cluster, watch.job_id).get("RemoteHost", "")).rpartition("@")[2].split(".")[0]
+        node = dict(zip(cluster.hostnames, cluster.containers, strict=True)).get(host)
+        assert node is not None, f"the job runs on {host!r}, not one of {cluster.hostnames}"
+        rc, out = cluster.exec(["sh", "-c", "pkill -KILL -x condor_startd; pkill -KILL -x condor_starter; "
+                                "pkill -KILL -u alice; true"], container=node)
+        assert rc == 0, out
+        t0 = time.monotonic()
+        watch.until_ended(240)
+        ok, says = _rerun_end_ok(watch, counter)
+        ad = _ad(cluster, watch.job_id)
+        print(f"\nstartd killed on {host}: job {watch.job_id} {says}; {time.monotonic() - t0:.0f} s to its end; "
+              f"longest undetermined {watch.longest_undetermined:.1f} s\n  {json.dumps(ad)}")
+    TALLY.add("htcondor-cluster", "startd lost (kill -9)", 1, int(not ok))
+    assert ok, says
+    assert watch.saw_again_after_running(C.QUEUED_ACTIVE) or watch.statuses[-1] == C.DONE, watch.changes
+    assert watch.longest_undetermined < 60, watch.changes
