@@ -14,9 +14,11 @@ containers/htcondor/README.md, "Life events":
   "The job exceeded allowed job duration of 00:05"): ``system_on_hold``, not an end. With
   ``periodic_remove = HoldReasonCode =?= 46`` HTCondor removes it: ``failed``/``aborted``, and
   ``get_job_error`` names the limit (the hold reason the history ad keeps as ``LastHoldReason``).
+  The classic walltime, ``periodic_remove = JobStatus == 2 && time() - JobCurrentStartDate > 5``,
+  removes the running job: ``failed``/``aborted`` with the expression as the reason.
 
 Each test prints its ``LIFE-EVENT`` line (:class:`~soma_schedulers.testing.life_events.Tally`).
-About 1.5 minutes in all.
+About 70 s in all (the two pools started once each).
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ LATER_EXIT = 7
 #: What the tests ask of the ads themselves (as alice), to say what HTCondor did.
 WHAT = ("ClusterId,ProcId,JobStatus,NumJobStarts,RemoteHost,LastRemoteHost,LastVacateTime,VacateReason,"
         "HoldReason,HoldReasonCode,LastHoldReason,RemoveReason,ExitCode")
+#: The schedd evaluates periodic_remove of held jobs every PERIODIC_EXPR_INTERVAL s (60 by default):
+#: the time-limit test sets it to 2 in its pool (README, "Life events").
+PERIODIC_CONF = "/etc/condor/config.d/95-life-events.conf"
+#: A walltime of 5 s as a remove policy on the running job (no hold).
+WALLTIME = "periodic_remove = JobStatus == 2 && time() - JobCurrentStartDate > 5"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -115,6 +122,50 @@ def test_vacated_job_runs_again_and_ends_as_its_rerun(clusters: Clusters) -> Non
             wrong += not ok
             assert ok, (says, ad)
     TALLY.add("htcondor", "requeue (condor_vacate)", len(counters), wrong)
+
+
+def test_time_limit_holds_and_a_remove_policy_ends_it_aborted(clusters: Clusters) -> None:
+    """allowed_job_duration: HTCondor holds the job (system_on_hold, not an end); with periodic_remove
+    on that hold, the job ends failed/aborted and get_job_error names the limit."""
+    cluster = clusters.get("htcondor")
+    rc, out = cluster.exec(["sh", "-c", f"echo 'PERIODIC_EXPR_INTERVAL = 2' > {PERIODIC_CONF} && condor_reconfig -schedd"])
+    assert rc == 0, out
+    limit = ["allowed_job_duration = 5"]
+    removed_at_hold = [*limit, "periodic_remove = HoldReasonCode =?= 46"]
+    with _scheduler(cluster) as sched:
+        ids = sched.job_submission([Job(command=["sleep", "300"], native_specification=removed_at_hold),
+                                    Job(command=["sleep", "300"], native_specification=limit),
+                                    Job(command=["sleep", "300"], native_specification=[WALLTIME])])
+        assert None not in ids, sched.last_submission_errors
+        removed, held, walltime = (Watch(sched, str(i)) for i in ids)
+        # the classic walltime: the shadow removes the running job (no hold)
+        walltime.until_ended(120)
+        wall_end = walltime.end()
+        print(f"\nperiodic_remove walltime: {walltime.job_id}: {wall_end}, statuses {walltime.changes}")
+        wall_ok = wall_end[:2] == (C.FAILED, C.EXIT_ABORTED) and "PeriodicRemove" in str(wall_end[4])
+        TALLY.add("htcondor", "time limit (periodic_remove walltime)", 1, int(not wall_ok))
+        assert wall_ok and C.RUNNING in walltime.statuses, (wall_end, walltime.changes)
+        removed.until_ended(120)
+        end = removed.end()
+        removed_ad = _ad(cluster, removed.job_id)
+        print(f"removed at its hold: {removed.job_id}: {end}, statuses {removed.changes}\n  {json.dumps(removed_ad)}")
+        ok = end[:2] == (C.FAILED, C.EXIT_ABORTED) and "allowed job duration" in str(end[4])
+        # held only: the job stays system_on_hold (HTCondor waits for condor_release or condor_rm)
+        held.until(lambda s: s == C.SYSTEM_ON_HOLD, 60, what="held at its limit")
+        for _ in range(4):
+            time.sleep(0.5)
+            assert held.poll() == C.SYSTEM_ON_HOLD, held.changes
+        held_ad = _ad(cluster, held.job_id)
+        sched.kill_job(held.job_id)
+        held.until_ended(60)
+        held_end = held.end()
+        print(f"held at its limit: {held.job_id}: {held.changes}, after kill_job {held_end}\n  {json.dumps(held_ad)}")
+        held_ok = held_ad.get("HoldReasonCode") == 46 and held_end[0] == C.FAILED
+        TALLY.add("htcondor", "time limit (allowed_job_duration + periodic_remove)", 1, int(not ok))
+        TALLY.add("htcondor", "time limit (allowed_job_duration: held)", 1, int(not held_ok))
+        assert ok, (end, removed.changes)
+        assert removed_ad.get("NumJobStarts") == 1 and removed_ad.get("JobStatus") == 3, removed_ad  # it ran, once
+        assert held_ok, (held_ad, held_end)
 
 
 def test_startd_killed_mid_job_the_job_reruns(clusters: Clusters) -> None:
