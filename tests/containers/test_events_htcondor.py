@@ -9,7 +9,8 @@ containers/htcondor/README.md, "Life events":
 * **startd lost** (``condor_startd``, the starter and the job killed with SIGKILL on the execute node
   running the job): the shadow cannot reach the starter again before the job's lease expires
   (``job_lease_duration = 20``), then the job is Idle and runs again (condor_master restarts the startd
-  10 s later; the other node may take it). The end is the rerun's;
+  10 s later; the other node may take it). ``condor_off -fast -startd`` instead: the job is Idle at
+  once and runs on the other node. The end is the rerun's;
 * **time limit** (``allowed_job_duration = 5``): HTCondor 23.9 *holds* the job (``HoldReasonCode`` 46,
   "The job exceeded allowed job duration of 00:05"): ``system_on_hold``, not an end. With
   ``periodic_remove = HoldReasonCode =?= 46`` HTCondor removes it: ``failed``/``aborted``, and
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,11 +170,21 @@ def test_time_limit_holds_and_a_remove_policy_ends_it_aborted(clusters: Clusters
         assert held_ok, (held_ad, held_end)
 
 
-def test_startd_killed_mid_job_the_job_reruns(clusters: Clusters) -> None:
-    """condor_startd, the starter and the job killed (SIGKILL) on the execute node running the job: once
-    its lease (20 s) expires the job is Idle, runs again, and ends as the rerun did."""
+#: How the execute node running the job loses it: (the Tally's event, root shell on that node).
+STARTD_LOSSES = (
+    ("startd lost (kill -9)", "pkill -KILL -x condor_startd; pkill -KILL -x condor_starter; pkill -KILL -u alice; true"),
+    ("startd off (condor_off -fast -startd)", "condor_off -fast -startd"),
+)
+
+
+@pytest.mark.parametrize(("event", "shell"), STARTD_LOSSES, ids=["kill-9", "condor_off"])
+def test_startd_lost_mid_job_the_job_reruns(clusters: Clusters, event: str, shell: str) -> None:
+    """The execute node running the job loses its startd: killed with the starter and the job
+    (SIGKILL: once the job's lease, 20 s, expires the job is Idle and runs again, on the startd
+    condor_master restarts or the other node), or turned off (``condor_off -fast``: the job is Idle at
+    once and runs on the other node). Either way it ends as the rerun did."""
     cluster = clusters.get("htcondor-cluster")
-    counter = Path(cluster.make_workdir("startd")) / "counter"
+    counter = Path(cluster.make_workdir(f"startd-{uuid.uuid4().hex[:8]}")) / "counter"
     with _scheduler(cluster) as sched:
         ids = sched.job_submission([Job(command=rerun_command(counter, later_exit=LATER_EXIT),
                                         native_specification=["job_lease_duration = 20"])])
@@ -182,16 +194,21 @@ def test_startd_killed_mid_job_the_job_reruns(clusters: Clusters) -> None:
         host = str(_ad(cluster, watch.job_id).get("RemoteHost", "")).rpartition("@")[2].split(".")[0]
         node = dict(zip(cluster.hostnames, cluster.containers, strict=True)).get(host)
         assert node is not None, f"the job runs on {host!r}, not one of {cluster.hostnames}"
-        rc, out = cluster.exec(["sh", "-c", "pkill -KILL -x condor_startd; pkill -KILL -x condor_starter; "
-                                "pkill -KILL -u alice; true"], container=node)
+        rc, out = cluster.exec(["sh", "-c", shell], container=node)
         assert rc == 0, out
         t0 = time.monotonic()
-        watch.until_ended(240)
+        try:
+            watch.until_ended(240)
+        finally:
+            if "condor_off" in shell:  # the node as it was for the next test
+                cluster.exec(["condor_on", "-startd"], container=node)
         ok, says = _rerun_end_ok(watch, counter)
         ad = _ad(cluster, watch.job_id)
-        print(f"\nstartd killed on {host}: job {watch.job_id} {says}; {time.monotonic() - t0:.0f} s to its end; "
+        print(f"\n{event} on {host}: job {watch.job_id} {says}; {time.monotonic() - t0:.0f} s to its end; "
               f"longest undetermined {watch.longest_undetermined:.1f} s\n  {json.dumps(ad)}")
-    TALLY.add("htcondor-cluster", "startd lost (kill -9)", 1, int(not ok))
+    TALLY.add("htcondor-cluster", event, 1, int(not ok))
     assert ok, says
-    assert watch.saw_again_after_running(C.QUEUED_ACTIVE) or watch.statuses[-1] == C.DONE, watch.changes
+    assert ad.get("NumJobStarts") == 2, ad
     assert watch.longest_undetermined < 60, watch.changes
+    if "condor_off" in shell:  # its node has no startd: the rerun ran on the other one
+        assert not str(ad.get("LastRemoteHost", "")).endswith(f"@{host}"), ad
