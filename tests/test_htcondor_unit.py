@@ -24,6 +24,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"
 LIVE = (FIXTURES / "q_live.json").read_text()
 HISTORY = (FIXTURES / "history_ended.json").read_text()
 TERSE = (FIXTURES / "submit_terse.txt").read_text()  # "3.0 - 3.1"
+EVENTS_Q = (FIXTURES / "q_events.json").read_text()
+EVENTS_HISTORY = (FIXTURES / "history_events.json").read_text()
 
 
 def _condor(**answers: Answer | list[Answer]) -> tuple[HTCondorScheduler, ScriptedRunner]:
@@ -123,6 +125,28 @@ def test_removed_by_someone_else_is_aborted_and_attach_knows_who() -> None:
     assert not periodic.cancelled and (periodic.aborted or "").startswith("HTCondor removed the job")
     system_hold = observation({"ClusterId": 1, "ProcId": 0, "JobStatus": 5, "HoldReasonCode": 12})
     assert system_hold.status == C.SYSTEM_ON_HOLD and not system_hold.ended
+
+
+def test_life_events_vacate_and_time_limit() -> None:
+    """Recorded life events (docs/contract.md, "Life events"): 12.0 vacated (Idle after one start, the
+    first run's signal still in the ad), then its rerun's exit 7; 10.0 held at its
+    ``allowed_job_duration``; 11.0 removed by ``periodic_remove`` on that hold."""
+    s, fake = _condor(condor_q=[EVENTS_Q, ""], condor_history=EVENTS_HISTORY)
+    ids = ["10.0", "11.0", "12.0"]
+    for job_id in ids:
+        s.track_job(job_id)
+    assert s.get_jobs_status(ids) == {"10.0": C.SYSTEM_ON_HOLD, "11.0": C.FAILED, "12.0": C.QUEUED_ACTIVE}
+    assert s.get_job_exit_info("11.0")[:3] == (C.EXIT_ABORTED, None, None)
+    assert s.get_job_error("11.0") == ("HTCondor removed the job: The job attribute PeriodicRemove expression "
+                                       "'HoldReasonCode =?= 46' evaluated to TRUE (held before: The job exceeded "
+                                       "allowed job duration of 00:05)")
+    assert s.get_jobs_status(["12.0"])["12.0"] == C.DONE  # the queue forgets it: the history has the rerun
+    assert s.get_job_exit_info("12.0")[:3] == (C.FINISHED_REGULARLY, 7, None)
+    assert len(fake.calls_of("condor_q")) == 2  # one per poll
+    # a user's hold before a removal is not HTCondor's reason
+    ad = next(a for a in parse_ads(EVENTS_HISTORY) if a["ClusterId"] == 11)
+    user_held = observation({**ad, "LastHoldReason": "via condor_hold (by user alice)", "LastHoldReasonCode": 1})
+    assert user_held.aborted == f"HTCondor removed the job: {ad['RemoveReason']}"
 
 
 def test_lost_answer_is_found_by_token() -> None:

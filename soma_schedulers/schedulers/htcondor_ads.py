@@ -32,7 +32,7 @@ LAUNCH_ATTR = "SomaLaunchError"
 ATTRIBUTES = ("ClusterId", "ProcId", "JobStatus", "HoldReasonCode", "HoldReason", "ExitCode", "ExitBySignal",
               "ExitSignal", "NumJobStarts", "JobCurrentStartDate", "JobStartDate", "RemoteWallClockTime",
               "RemoteUserCpu", "RemoteSysCpu", "ResidentSetSize", "MemoryUsage", "RequestCpus", "RemoveReason",
-              "Owner", LAUNCH_ATTR)
+              "LastHoldReason", "LastHoldReasonCode", "Owner", LAUNCH_ATTR)
 
 #: The job's command: ``/bin/sh -c`` decoding and running the job script, which travels base64
 #: in the job's environment (``SOMA_JOB``). The script never touches a disk and no byte of the job
@@ -134,6 +134,16 @@ def launch_error(ad: Mapping[str, Any]) -> str | None:
         return "the command could not be started"
 
 
+def _held_before(ad: Mapping[str, Any]) -> str:
+    """``" (held before: <reason>)"`` when HTCondor itself held the job before removing it (a limit,
+    such as ``allowed_job_duration``, holds the job; a ``periodic_remove`` on that hold removes it,
+    and only the history's ``LastHoldReason`` then names the limit); empty otherwise."""
+    reason, code = ad.get("LastHoldReason"), ad.get("LastHoldReasonCode")
+    if not isinstance(reason, str) or not reason or code in _USER_HOLDS:
+        return ""
+    return f" (held before: {reason})"
+
+
 def observation(ad: Mapping[str, Any]) -> Observation:
     """What one job ad says, from ``condor_q`` or ``condor_history`` alike."""
     status = ad.get("JobStatus")
@@ -151,7 +161,7 @@ def observation(ad: Mapping[str, Any]) -> Observation:
         by = _BY_USER.search(reason) if reason.startswith("via condor_rm") else None
         by_rm = reason.startswith("via condor_rm") or not reason
         return Observation(C.DONE, ended=True, cancelled=by_rm,
-                           aborted=None if by_rm else f"HTCondor removed the job: {reason}",
+                           aborted=None if by_rm else f"HTCondor removed the job: {reason}{_held_before(ad)}",
                            started=started(ad), usage=usage(ad), owner=owner,
                            cancelled_by=by.group(1) if by else None)
     if status == _HELD:

@@ -12,6 +12,12 @@ Polling: one ``condor_q -json`` for every unfinished job, plus one ``condor_hist
 those no longer in the queue. Cancelling: ``condor_rm``. A job script that cannot start its
 command sets ``SomaLaunchError`` with ``condor_chirp`` (the job has ``+WantIOProxy``) and exits 127,
 so launch errors are reported as ``aborted`` rather than as the program's exit code.
+
+Life events (containers/htcondor/README.md, "Life events"): a vacated or evicted job is
+``queued_active`` again and ends as its last run; a job HTCondor holds (``allowed_job_duration``
+holds, it does not remove) is ``system_on_hold`` until released or removed; a job a policy removes
+(``periodic_remove``) is ``aborted`` with its ``RemoveReason`` and, when HTCondor held it first, the
+hold's reason (``LastHoldReason``: the limit it exceeded).
 """
 
 from __future__ import annotations
