@@ -16,7 +16,7 @@ from typing import ClassVar
 from ...errors import CommandError, CommandNotFoundError
 from ...polled import Observation
 from ...scripts import LAUNCH_ERROR_EXIT
-from .attach import SgeAttached, is_record_of, parse_qacct, qacct_argv
+from .attach import SgeAttached, end_record, qacct_argv
 from .family import Family
 
 __all__ = ["SGE_ACCOUNTING_EVERY", "SGE_ACCOUNTING_GRACE", "SGE_ACCOUNTING_SETTLE", "SGE_MAX_AJ_TASKS",
@@ -160,8 +160,7 @@ class SgeFamily(Family):
                 if self.host.logger:
                     self.host.logger.warning("qacct -j %s: %s", job_id, exc)
                 continue
-            if result.returncode == 0:
-                record = parse_qacct(result.stdout)
-                if is_record_of(record, job_id):
-                    records[job_id] = record
+            record = end_record(result.stdout, job_id) if result.returncode == 0 else None
+            if record is not None:
+                records[job_id] = record
         return records
