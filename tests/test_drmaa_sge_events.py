@@ -76,3 +76,26 @@ def test_attached_requeued_job_waits_for_its_reruns_record() -> None:
     jobs.ended(["2"], {"2": None}, (), result := {}, attaching=False)
     assert result["2"].ended and result["2"].exit_code == 7
 
+
+def test_time_limit_is_aborted_naming_h_rt() -> None:
+    host = Host({"3": qacct("h_rt")})
+    got = complete(host, {"3": signalled(9)})
+    assert got["3"].aborted == "SGE accounting: failed 37  : qmaster enforced h_rt, h_cpu, or h_vmem limit"
+    assert got["3"].term_sig == 9 and got["3"].ended
+
+
+def test_sigkill_from_elsewhere_stays_a_signal() -> None:
+    host = Host({"4": qacct("sigkill")})
+    got = complete(host, {"4": signalled(9)})
+    assert (got["4"].term_sig, got["4"].aborted, got["4"].cancelled, got["4"].exit_code) == (9, None, False, None)
+
+
+def test_signalled_end_waits_for_its_record_and_ours_is_not_asked() -> None:
+    host = Host({}, terminated=("6",))
+    reaped = {"5": signalled(9), "6": Observation(C.DONE, ended=True, cancelled=True)}
+    family = sge.SgeFamily(host)
+    got = family.complete_ends(["5", "6"], reaped)
+    assert got["5"].status == C.RUNNING and not got["5"].ended  # qacct's lag: its last live status
+    assert "6" in reaped and family.awaits("5")  # killed by us: DRMAA's end stands, no qacct
+    assert [list(c.argv) for c in host.runner.calls_of("qacct")] == [["qacct", "-j", "5"]]
+

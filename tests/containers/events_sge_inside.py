@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -50,11 +51,16 @@ def submit(sched: Any, command: list[str], native: str) -> str:
 def hand_over(ids: list[str], timeout: float = 600) -> str:
     """Tell the host the jobs run (``running``), wait until it acted (``acted``: what it did)."""
     (WORK / "running").write_text(" ".join(ids))
+    return from_host("acted", timeout)
+
+
+def from_host(name: str, timeout: float = 600) -> str:
+    """The host's file ``name`` once it wrote it."""
     deadline = time.monotonic() + timeout
-    while not (WORK / "acted").exists():
-        assert time.monotonic() < deadline, f"the host did not act after {timeout:.0f} s"
+    while not (WORK / name).exists():
+        assert time.monotonic() < deadline, f"the host wrote no {name} after {timeout:.0f} s"
         time.sleep(0.2)
-    return (WORK / "acted").read_text().strip()
+    return (WORK / name).read_text().strip()
 
 
 def watch_all(watches: list[Watch], timeout: float) -> None:
@@ -122,5 +128,34 @@ def test_requeue_by_admin() -> None:
     sched.clean()
     print(f"\nhost: {acted}")
     report("requeue", wrong, watches, t0)
+    assert not wrong, wrong
+
+
+def test_time_limit_and_foreign_signal() -> None:
+    """Two jobs over ``h_rt`` end failed/aborted naming h_rt; one killed with SIGKILL by its owner
+    from outside (no limit) ends finished_signal 9."""
+    t0 = time.monotonic()
+    sched = drmaa_scheduler()
+    limited = [submit(sched, ["sleep", "600"], "-l h_rt=0:0:5") for _ in range(2)]
+    pid_file = WORK / "killed.pid"
+    killed = submit(sched, ["/bin/sh", "-c", f"echo $$ > {pid_file}; exec sleep 600"], "")
+    watches = [Watch(sched, i) for i in [*limited, killed]]
+    until_running(watches)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline, "the job to kill wrote no pid"
+        time.sleep(0.2)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    watch_all(watches, 300)
+    wrong: dict[str, Any] = {}
+    for w in watches[:2]:
+        end = w.end()
+        if end[:2] != (C.FAILED, C.EXIT_ABORTED) or "h_rt" not in str(end[4]):
+            wrong[w.job_id] = (end, w.changes)
+    end = watches[2].end()
+    if end[:4] != (C.DONE, C.FINISHED_TERM_SIG, None, 9):
+        wrong[killed] = (end, watches[2].changes)
+    sched.clean()
+    report("time-limit", wrong, watches, t0)
     assert not wrong, wrong
 

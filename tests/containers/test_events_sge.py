@@ -40,3 +40,7 @@ def test_sge_requeue_by_admin(clusters: Clusters) -> None:
         raise
     run.wait(600)
 
+
+def test_sge_time_limit(clusters: Clusters) -> None:
+    run_inside(clusters.get("sge"), "test_time_limit_and_foreign_signal").wait(600)
+
