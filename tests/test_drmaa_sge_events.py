@@ -99,3 +99,9 @@ def test_signalled_end_waits_for_its_record_and_ours_is_not_asked() -> None:
     assert "6" in reaped and family.awaits("5")  # killed by us: DRMAA's end stands, no qacct
     assert [list(c.argv) for c in host.runner.calls_of("qacct")] == [["qacct", "-j", "5"]]
 
+
+def test_lost_execd_non_rerunnable_job_is_aborted_with_sges_reason() -> None:
+    # sge_execd killed with the job, restarted: libdrmaa says neither exited nor signalled
+    host = Host({"1": qacct("lost-host-not-rerunnable")})
+    got = complete(host, {"1": Observation(C.DONE, ended=True, aborted="DRMAA reports neither an exit code nor a signal")})
+    assert got["1"].aborted == "SGE accounting: failed 19  : before writing exit_status"

@@ -159,3 +159,34 @@ def test_time_limit_and_foreign_signal() -> None:
     report("time-limit", wrong, watches, t0)
     assert not wrong, wrong
 
+
+def test_execd_lost() -> None:
+    """The host kills ``sge_execd`` and the jobs' processes on exec1, where a rerunnable job (run on
+    exec1 if it can: ``-soft``) and a non-rerunnable one run. SGE marks the host unknown after
+    ``max_unheard`` and requeues the rerunnable job after ``reschedule_unknown``: its rerun's end
+    (exit 7). The other stays ``running`` (SGE says ``r``) until the host restarts the execd, then
+    ends ``failed``/``aborted`` with SGE's reason (``failed 19 : before writing exit_status``)."""
+    t0 = time.monotonic()
+    sched = drmaa_scheduler()
+    counter = WORK / "lost.count"
+    rerun = submit(sched, rerun_command(counter, first_sleep=600, later_exit=7), "-r y -soft -l hostname=exec1")
+    stays = submit(sched, ["sleep", "600"], "-r n -l hostname=exec1")
+    watches = [Watch(sched, rerun), Watch(sched, stays)]
+    until_running(watches, [counter, counter])
+    acted = hand_over([rerun, stays])
+    watches[0].until_ended(300)
+    second = watches[1].poll()
+    (WORK / "rerun-ended").write_text(second)
+    watch_all(watches[1:], 300)
+    wrong: dict[str, Any] = {}
+    end = watches[0].end()
+    if end[:4] != (C.DONE, C.FINISHED_REGULARLY, 7, None) or runs_of(counter) != 2 or not (
+            watches[0].saw_again_after_running()):
+        wrong[rerun] = (end, watches[0].changes, runs_of(counter))
+    end = watches[1].end()
+    if end[:2] != (C.FAILED, C.EXIT_ABORTED) or "failed 19" not in str(end[4]) or second != C.RUNNING:
+        wrong[stays] = (end, watches[1].changes)
+    sched.clean()
+    print(f"\nhost: {acted}; {from_host('restarted')}")
+    report("execd-lost", wrong, watches, t0)
+    assert not wrong, wrong
