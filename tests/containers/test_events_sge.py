@@ -72,6 +72,9 @@ def test_sge_execd_lost(clusters: Clusters) -> None:
     run = run_inside(cluster, "test_execd_lost")
     try:
         ids = run.wait_for_file("running", 180).split()
+        rc, out = cluster.exec(["qstat", "-s", "r", "-u", "*"])
+        on_exec1 = {line.split()[0] for line in out.splitlines() if "all.q@exec1" in line}
+        assert rc == 0 and on_exec1 >= set(ids), f"the jobs {ids} do not all run on exec1:\n{out}"
         took = root(cluster, KILL_EXECD, container=exec1)
         t0 = time.monotonic()
         (run.work / "acted").write_text(f"sge_execd and jobs {' '.join(ids)} killed on exec1 in {took:.1f} s")
