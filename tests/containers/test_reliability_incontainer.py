@@ -16,22 +16,14 @@ same) change the counts. On 2 cores the file takes about 5 minutes, 3 of them th
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 from image_clusters import Clusters, one_at_a_time  # tests/containers/image_clusters.py
-
-from soma_schedulers.testing import docker_harness as dh
+from inside_run import Inside, root  # tests/containers/inside_run.py
 
 pytestmark = pytest.mark.drms
 
-INSIDE = f"{dh.SOURCE_MOUNT}/tests/containers/reliability_inside.py"
-PASSED_ON = ("SOMA_RELIABILITY_JOBS", "SOMA_LOAD_JOBS", "SOMA_SGE_LOAD_JOBS")
 #: Root shell commands restarting the SGE daemons of the all-in-one container (host "sge") the way
 #: an administrator does: the queue is disabled first (running jobs go on, queued ones wait) and no
 #: job is being delivered (state t): SGE 8.1.9 leaves a job whose delivery a daemon restart cut in
@@ -52,67 +44,6 @@ RESTART_EXECD = "; ".join([
 
 
 clusters = one_at_a_time()
-
-
-class Inside:
-    """``reliability_inside.py::<test>`` running in the controller, its output streamed and kept."""
-
-    def __init__(self, cluster: dh.DrmsCluster, test: str, mpi: bool = False) -> None:
-        self.cluster = cluster
-        self.work = Path(cluster.make_workdir(f"reliability-{test}"))
-        env = {"SOMA_RELIABILITY_DIR": str(self.work), "PYTHONPATH": dh.SOURCE_MOUNT, "PYTHONDONTWRITEBYTECODE": "1",
-               **{k: os.environ[k] for k in PASSED_ON if k in os.environ}}
-        argv = ["python3", "-m", "pytest", "-p", "no:soma_schedulers", "-p", "no:cacheprovider",
-                "-W", "ignore::pytest.PytestAssertRewriteWarning", "--rootdir", str(self.work), "-c", "/dev/null",
-                "-q", "-s", "-rs", "--color=no", f"{INSIDE}::{test}"]
-        if mpi:  # rank 0 runs pytest, the other ranks are the scheduler's workers
-            argv = ["mpirun", "-np", str(len(cluster.hostnames)), "-H", ",".join(cluster.hostnames),
-                    *[a for k in env for a in ("-x", k)],
-                    "python3", "-m", "soma_schedulers.schedulers.mpi_scheduler", "-m", *argv[2:]]
-        docker = ["docker", "exec", "-u", cluster.spec.user, "-w", cluster.shared_dir,
-                  *[a for k, v in env.items() for a in ("-e", f"{k}={v}")], cluster.name]
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen([*docker, *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, errors="replace")
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            sys.stdout.write(f"[inside] {line}")
-            sys.stdout.flush()
-
-    def stop(self) -> None:
-        """Kill the run (in the container too: killing ``docker exec`` leaves it running)."""
-        self.cluster.exec(["pkill", "-u", self.cluster.spec.user, "-f", "reliability_inside"])
-        self.proc.kill()
-
-    def wait(self, timeout: float) -> None:
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            rc = self.proc.wait()
-            self.lines.append(f"(killed after {timeout:.0f} s)\n")
-        self.reader.join(10)
-        assert rc == 0, "the run inside the cluster failed:\n" + "".join(self.lines[-200:])
-
-    def wait_for_file(self, name: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while not (self.work / name).exists():
-            assert self.proc.poll() is None, "the run inside ended early:\n" + "".join(self.lines[-200:])
-            assert time.monotonic() < deadline, f"no {name} after {timeout:.0f} s"
-            time.sleep(0.2)
-        return (self.work / name).read_text()
-
-
-def root(cluster: dh.DrmsCluster, script: str) -> float:
-    t0 = time.monotonic()
-    rc, out = cluster.exec(["bash", "-c", script])
-    assert rc == 0, out
-    return time.monotonic() - t0
 
 
 def test_sge_200_jobs_under_20_percent_drmaa_faults(clusters: Clusters) -> None:

@@ -39,8 +39,8 @@ from ...usage import format_usage, memory_to_kb, parse_hms
 from ..slurm_accounting import ABORTED, SacctJob, complete_lines, query_sacct
 from .common import LIVE
 
-__all__ = ["ASK_EVERY", "UNRECORDED_GRACE", "AttachedJobs", "SgeAttached", "SlurmAttached", "is_record_of",
-           "parse_qacct", "qacct_argv", "sge_end", "slurm_end"]
+__all__ = ["ASK_EVERY", "UNRECORDED_GRACE", "AttachedJobs", "SgeAttached", "SlurmAttached", "end_record",
+           "is_record_of", "parse_qacct", "qacct_argv", "sge_end", "slurm_end"]
 
 #: Seconds between two accounting asks about the same attached job (SGE: ``qacct``, one per job).
 ASK_EVERY = 2.0
@@ -52,6 +52,8 @@ SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Start", "ElapsedRaw", "TotalCP
 _NO_RECORD = re.compile(r"not found|accounting: No such file or directory")
 _ZOMBIE = re.compile(r"^\s*(\d+)\s", re.MULTILINE)
 _SIGKILL_EXIT = 128 + int(signal.SIGKILL)
+#: qacct's ``failed`` code of the record SGE writes when it requeues a job (not its end)
+_RESCHEDULED = "25"
 
 
 def qacct_argv(job_id: str) -> list[str]:
@@ -64,6 +66,17 @@ def is_record_of(record: Mapping[str, str], job_id: str) -> bool:
     """Whether a :func:`parse_qacct` record is job ``job_id``'s (an array task's: its task's)."""
     job, _, task = job_id.partition(".")
     return record.get("jobnumber") == job and (not task or record.get("taskid") == task)
+
+
+def end_record(text: str, job_id: str) -> dict[str, str] | None:
+    """The end record of job ``job_id`` in ``qacct -j ID`` output: its last record, None when that
+    is not the job's or is a rescheduling record (``failed 25 : rescheduling``, written when
+    ``qmod -rj`` or a lost host requeues a job: the rerun's record follows, ``flush_time`` after
+    its end)."""
+    record = parse_qacct(text)
+    if not is_record_of(record, job_id) or record.get("failed", "").split(":")[0].strip() == _RESCHEDULED:
+        return None
+    return record
 
 
 def parse_qacct(text: str) -> dict[str, str]:
@@ -226,10 +239,8 @@ class SgeAttached(AttachedJobs):
             self.accounting = False
             return None
         if result.returncode == 0:
-            record = parse_qacct(result.stdout)
-            if is_record_of(record, job_id):
-                return record
-        elif not _NO_RECORD.search(result.stderr + result.stdout):
+            return end_record(result.stdout, job_id)
+        if not _NO_RECORD.search(result.stderr + result.stdout):
             raise CommandError(result.argv, result.returncode, result.stderr, result.stdout)
         return None
 

@@ -16,7 +16,7 @@ from typing import ClassVar
 from ...errors import CommandError, CommandNotFoundError
 from ...polled import Observation
 from ...scripts import LAUNCH_ERROR_EXIT
-from .attach import SgeAttached, is_record_of, parse_qacct, qacct_argv
+from .attach import SgeAttached, end_record, qacct_argv
 from .family import Family
 
 __all__ = ["SGE_ACCOUNTING_EVERY", "SGE_ACCOUNTING_GRACE", "SGE_ACCOUNTING_SETTLE", "SGE_MAX_AJ_TASKS",
@@ -38,13 +38,19 @@ SGE_MAX_AJ_TASKS = 75000
 
 _JOB_NUMBER = re.compile(r"^job_number:\s+(\d+)\s*$", re.MULTILINE)
 _ACCT_NUMBER = re.compile(r"^jobnumber\s+(\d+)\s*$", re.MULTILINE)
+#: qacct's ``failed`` code of a job that died of a signal SGE did not send (``assumedly after job``)
+_SIGNALLED = "100"
 
 
 def apply_qacct(job_id: str, obs: Observation, record: Mapping[str, str]) -> None:
     """Complete a doubtful SGE end from its accounting record: a job that ran and ended by itself
     (``failed 0``) gets its exit code (129-192: death by signal ``code - 128``, the shell's
-    convention); otherwise the end stays aborted, with SGE's reason."""
+    convention); a job DRMAA saw die of a signal keeps it when SGE did not send it (``failed 100 :
+    assumedly after job``: from elsewhere), else SGE's reason makes it aborted (``failed 37 :
+    qmaster enforced h_rt, h_cpu, or h_vmem limit``); any other end stays aborted, with SGE's reason."""
     failed = record.get("failed", "").split(":")[0].strip()
+    if failed == _SIGNALLED and obs.term_sig is not None and not (obs.cancelled or obs.aborted):
+        return
     code_text = record.get("exit_status", "").split()[0] if record.get("exit_status") else ""
     if failed == "0" and code_text.isdigit():
         code = int(code_text)
@@ -127,14 +133,16 @@ class SgeFamily(Family):
             return False
 
     def complete_ends(self, ids: Sequence[str], reaped: dict[str, Observation]) -> dict[str, Observation]:
-        """The doubtful ends (DRMAA calls them aborted, or gives no exit code, for a job this
-        scheduler did not kill) completed from ``qacct -j ID``, asked every few seconds, at most
-        :data:`SGE_ACCOUNTING_GRACE` seconds (the job keeps its last live state meanwhile)."""
+        """The doubtful ends (DRMAA calls them aborted, or gives no exit code, or a signal, for a job
+        this scheduler did not kill) completed from ``qacct -j ID``, asked every few seconds, at most
+        :data:`SGE_ACCOUNTING_GRACE` seconds (the job keeps its last live state meanwhile). A signal:
+        libdrmaa says SIGKILL of a job SGE ended at its time limit (``h_rt``) too; only qacct's
+        ``failed`` tells it from a signal sent from elsewhere."""
         terminated = self.host.terminated
         doubtful = {i: reaped.pop(i) for i in ids if i in reaped and i not in terminated
-                    and (reaped[i].cancelled or reaped[i].aborted is not None)}
+                    and (reaped[i].cancelled or reaped[i].aborted is not None or reaped[i].term_sig is not None)}
         if doubtful and self.host.logger:
-            self.host.logger.warning("DRMAA says jobs %s were aborted: asking SGE's accounting",
+            self.host.logger.warning("DRMAA says jobs %s were aborted or signalled: asking SGE's accounting",
                                      " ".join(sorted(doubtful)))
         return self.accounted(doubtful, SGE_ACCOUNTING_GRACE, self._qacct, self._apply)
 
@@ -160,8 +168,7 @@ class SgeFamily(Family):
                 if self.host.logger:
                     self.host.logger.warning("qacct -j %s: %s", job_id, exc)
                 continue
-            if result.returncode == 0:
-                record = parse_qacct(result.stdout)
-                if is_record_of(record, job_id):
-                    records[job_id] = record
+            record = end_record(result.stdout, job_id) if result.returncode == 0 else None
+            if record is not None:
+                records[job_id] = record
         return records
