@@ -10,6 +10,7 @@ recorded from the real daemons (tests/fixtures/pbs/<flavour>/rerun_*, mom_restar
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from soma_schedulers import SchedulerConfig
 from soma_schedulers import constants as C
 from soma_schedulers.schedulers import pbspro_scheduler as pbs
+from soma_schedulers.schedulers.pbs.momcheck import LostJobs, node_states
 from soma_schedulers.testing.fakes import Answer, ScriptedRunner
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pbs"
@@ -45,3 +47,65 @@ def test_a_rerun_job_is_queued_then_ends_with_its_last_run(flavour: str, folder:
     assert s.get_job_status(job_id) == C.QUEUED_ACTIVE
     assert s.get_job_status(job_id) == C.DONE
     assert s.get_job_exit_info(job_id)[:3] == (C.FINISHED_REGULARLY, 7, None)
+
+
+def test_node_states_read_each_node_state() -> None:
+    assert node_states(_read(TORQUE, "mom_restart_pbsnodes_down.txt")) == {"torque": "down"}
+    assert node_states(_read(TORQUE, "mom_restart_pbsnodes_up.txt")) == {"torque": "free"}
+    assert node_states("c1\n     state = down,job-exclusive\n\nc2\n     state = free\n") == {
+        "c1": "down,job-exclusive", "c2": "free"}
+
+
+def test_an_outage_is_remembered_until_asked() -> None:
+    watch = LostJobs(lost_after=100, every=0)
+    watch.check({"5.s": "c1", "6.s": "c2"}, {}, now=0, states={"c1": "down,job-exclusive", "c2": "free"})
+    watch.check({}, {}, now=1, states={})  # the job no longer runs: still remembered for its end
+    assert "MOM on c1 was down" in (watch.outage("5.s") or "")
+    assert watch.outage("5.s") is None and watch.outage("6.s") is None
+
+
+def test_a_mom_silent_long_enough_is_an_outage() -> None:
+    """A dead MOM's node may stay ``free`` (the torque-cluster's server kept it so for minutes):
+    the same report (``rectime``) for ``silent_after`` s tells."""
+    watch = LostJobs(lost_after=100, every=0, silent_after=30)
+    report = {"c1": ("1796004468", frozenset({"5.s"}))}
+    for now in (0, 10, 29):
+        watch.check({"5.s": "c1"}, report, now=now, states={"c1": "free"})
+    assert watch.outage("5.s") is None
+    watch.check({"5.s": "c1"}, {"c1": ("1796004470", frozenset({"5.s"}))}, now=31, states={"c1": "free"})
+    watch.check({"5.s": "c1"}, {"c1": ("1796004470", frozenset({"5.s"}))}, now=60, states={"c1": "free"})
+    assert watch.outage("5.s") is None  # a fresh report at 31: silent for 29 s only
+    watch.check({"5.s": "c1"}, {"c1": ("1796004470", frozenset({"5.s"}))}, now=62, states={"c1": "free"})
+    assert "MOM on c1 sent no status report for 31 s" in (watch.outage("5.s") or "")
+
+
+def _mom_restart(nodes: list[str]) -> pbs.PBSProScheduler:
+    """Polls: running (pbsnodes ``nodes[0]``), running (``nodes[1]``), ended with exit status 0."""
+    running = _read(TORQUE, "mom_restart_running.txt")
+    s = _scheduler("torque", {"qstat": [running, running, _read(TORQUE, "mom_restart_ended.txt")],
+                              "pbsnodes": nodes})
+    s.track_job("5.torque")
+    for _ in range(2):
+        assert s.get_job_status("5.torque") == C.RUNNING
+        time.sleep(0.02)
+    return s
+
+
+def test_a_job_whose_mom_was_down_and_restarted_is_not_done_with_0() -> None:
+    down, up = _read(TORQUE, "mom_restart_pbsnodes_down.txt"), _read(TORQUE, "mom_restart_pbsnodes_up.txt")
+    s = _mom_restart([up, down])
+    assert s.get_job_status("5.torque") == C.FAILED
+    assert s.get_job_exit_info("5.torque")[:3] == (C.EXIT_ABORTED, None, None)
+    error = s.get_job_error("5.torque") or ""
+    assert "exit status 0" in error and "MOM on torque was down" in error, error
+
+
+def test_without_an_outage_seen_exit_0_is_the_jobs() -> None:
+    up = _read(TORQUE, "mom_restart_pbsnodes_up.txt")
+    s = _mom_restart([up, up])
+    assert s.get_job_status("5.torque") == C.DONE
+    assert s.get_job_exit_info("5.torque")[:3] == (C.FINISHED_REGULARLY, 0, None)
+
+
+def test_openpbs_makes_up_no_exit_status() -> None:
+    assert pbs.OPENPBS.exit_status_after_mom_restart is None and pbs.TORQUE.exit_status_after_mom_restart == 0
