@@ -10,6 +10,8 @@
   in the cluster layouts), then restarted 25 s later. OpenPBS's restarted MOM requeues the job:
   the rerun's end. Torque's records exit status 0 for the lost job: the backend, which saw the
   MOM stopped while the job ran, reports ``failed`` / ``aborted``, never ``done`` with 0.
+* OpenPBS only, the same MOM left dead: the server requeues the job after ``node_fail_requeue``
+  seconds (10 here) and it runs on the other node: the rerun's end.
 
 Every event runs on the clusters ``SOMA_EVENTS_PBS`` names (comma-separated, default
 ``openpbs-cluster,torque-cluster``: one at a time; the single-container ``openpbs`` and ``torque``
@@ -204,3 +206,38 @@ def test_mom_killed_with_its_job_then_restarted(cluster: dh.DrmsCluster) -> None
         assert end[:4] == RERUN_END, (end, records)
         assert runs_of(counter) == 2
     assert _ended_once(watch), watch.changes
+
+
+def test_mom_lost_for_good(cluster: dh.DrmsCluster) -> None:
+    """OpenPBS: the MOM running the job killed with its processes and left dead; the server
+    requeues the job after ``node_fail_requeue`` s (set to 10 here; 310 by default) and it runs
+    again on the other node: the rerun's end."""
+    if _flavour(cluster) != "openpbs" or len(cluster.containers) < 2:
+        pytest.skip("OpenPBS's node_fail_requeue, on a layout with another node to rerun on "
+                    "(Torque's server has no node_fail_requeue: docs/pbs.md, 'Life events')")
+    work = Path(cluster.make_workdir(f"lost-{uuid.uuid4().hex[:8]}"))
+    counter = work / "runs"
+    _root(cluster, "qmgr -c 'set server node_fail_requeue = 10'")
+    container = None
+    try:
+        with _scheduler(cluster) as sched:
+            job_id = _submit(sched, Job(command=rerun_command(counter, 600, 7)))
+            watch = Watch(sched, job_id)
+            _wait_run(watch, counter, 1)
+            attrs = _session_known(sched, job_id)
+            node = str(attrs["exec_host"]).split("/", 1)[0]
+            container = cluster.containers[cluster.hostnames.index(node)]
+            _root(cluster, f"pkill -9 -x pbs_mom; pkill -9 -s {int(attrs['session_id'])}; true", container=container)
+            watch.until_ended(timeout=240)
+            end = watch.end()
+            rerun_on = str(sched.get_job_extended_status(job_id).get("exec_host", ""))
+        ok = end[:4] == RERUN_END and _ended_once(watch)
+        _report(cluster, "mom-lost", end, ok, watch)
+        print(f"first run on {node}, rerun on {rerun_on}")
+        assert end[:4] == RERUN_END, (end, _records(cluster, job_id))
+        assert runs_of(counter) == 2 and not rerun_on.startswith(node), rerun_on
+        assert _ended_once(watch), watch.changes
+    finally:
+        _root(cluster, "qmgr -c 'set server node_fail_requeue = 310'")
+        if container is not None:
+            _root(cluster, MOM["openpbs"], container=container)
