@@ -80,13 +80,14 @@ def test_a_mom_silent_long_enough_is_an_outage() -> None:
 
 
 def _mom_restart(nodes: list[str]) -> pbs.PBSProScheduler:
-    """Polls: running (pbsnodes ``nodes[0]``), running (``nodes[1]``), ended with exit status 0."""
+    """Polls: running (pbsnodes ``nodes[0]``), running (``nodes[1]``: a MOM ``down`` makes it
+    ``undetermined``), ended with exit status 0."""
     running = _read(TORQUE, "mom_restart_running.txt")
     s = _scheduler("torque", {"qstat": [running, running, _read(TORQUE, "mom_restart_ended.txt")],
                               "pbsnodes": nodes})
     s.track_job("5.torque")
-    for _ in range(2):
-        assert s.get_job_status("5.torque") == C.RUNNING
+    for node in nodes:
+        assert s.get_job_status("5.torque") == (C.UNDETERMINED if "state = down" in node else C.RUNNING)
         time.sleep(0.02)
     return s
 
@@ -105,6 +106,23 @@ def test_without_an_outage_seen_exit_0_is_the_jobs() -> None:
     s = _mom_restart([up, up])
     assert s.get_job_status("5.torque") == C.DONE
     assert s.get_job_exit_info("5.torque")[:3] == (C.FINISHED_REGULARLY, 0, None)
+
+
+def test_a_job_whose_mom_stays_down_ends_after_undetermined_timeout() -> None:
+    """Torque keeps the job ``R`` while its MOM is away (12 min measured): ``undetermined``, then
+    ``failed`` / ``aborted`` after ``undetermined_timeout``."""
+    running = _read(TORQUE, "mom_restart_running.txt")
+    down = _read(TORQUE, "mom_restart_pbsnodes_down.txt")
+    s = pbs.PBSProScheduler(SchedulerConfig(status_cache_seconds=0, undetermined_timeout=0.1, options={
+        "flavour": "torque", "mom_lost_after": "0.04"}))
+    s.runner = ScriptedRunner({"qstat": running, "pbsnodes": down}, ensure_newline=False)
+    s.track_job("5.torque")
+    assert s.get_job_status("5.torque") == C.UNDETERMINED
+    time.sleep(0.15)
+    assert s.get_job_status("5.torque") == C.FAILED
+    assert s.get_job_exit_info("5.torque")[0] == C.EXIT_ABORTED
+    error = s.get_job_error("5.torque") or ""
+    assert "MOM on torque was down while the server still shows the job running" in error, error
 
 
 def test_openpbs_makes_up_no_exit_status() -> None:

@@ -91,6 +91,7 @@ class LostJobs:
         self._missing: dict[str, _Missing] = {}
         self._outages: dict[str, str] = {}
         self._rectimes: dict[str, tuple[str, float]] = {}  # node -> its last report, when first seen
+        self._stopped_nodes: dict[str, str] = {}  # as the last check saw them
 
     def due(self, now: float) -> bool:
         """Whether a poll at ``now`` should ask ``pbsnodes``."""
@@ -103,10 +104,14 @@ class LostJobs:
         ``down`` is remembered: :meth:`outage`). Returns ``{job id: why it is lost}`` for the jobs
         missing long enough (then forgotten)."""
         self._asked_at = now
-        for job_id, node in running.items():
+        self._stopped_nodes = {}
+        for node in set(running.values()):
             stopped = self._stopped(node, reports.get(node), (states or {}).get(node, ""), now)
             if stopped:
-                self._outages.setdefault(job_id, f"its MOM on {node} {stopped} while it ran")
+                self._stopped_nodes[node] = stopped
+        for job_id, node in running.items():
+            if node in self._stopped_nodes:
+                self._outages.setdefault(job_id, f"its MOM on {node} {self._stopped_nodes[node]} while it ran")
         for job_id in [j for j in self._missing if j not in running]:
             del self._missing[job_id]  # ended, or no longer running
         lost = {}
@@ -137,6 +142,11 @@ class LostJobs:
             return None
         return f"sent no status report for {now - since:.0f} s" if now - since >= self.silent_after else None
 
+    def stopped(self, node: str | None) -> str | None:
+        """How the last check saw the MOM on ``node`` stopped (``was down``, ``sent no status report
+        for 40 s``), None when it did not."""
+        return self._stopped_nodes.get(node or "")
+
     def outage(self, job_id: str) -> str | None:
         """Why the MOM of ``job_id`` is known to have been down while the job ran, else None;
         forgotten once asked (ask when the job ends)."""
@@ -147,3 +157,4 @@ class LostJobs:
         self._missing.clear()
         self._outages.clear()
         self._rectimes.clear()
+        self._stopped_nodes.clear()

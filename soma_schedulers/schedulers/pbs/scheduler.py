@@ -344,6 +344,7 @@ class PBSProScheduler(CommandLineScheduler):
             result[job_id] = obs
         result.update(self._unseen_tasks([i for i in ids if i not in result and dialect.array_of(i)]))
         result.update(self._lost_by_mom(result))
+        self._on_stopped_moms(result)
         self._force_lingering(result)
         return result
 
@@ -372,6 +373,23 @@ class PBSProScheduler(CommandLineScheduler):
                     state.pop(job_id, None)
             ended[job_id] = Observation(C.DONE, ended=True, started=True, aborted=reason)
         return ended
+
+    def _on_stopped_moms(self, observations: dict[str, Observation]) -> None:
+        """Running jobs whose MOM the last check saw stopped are ``undetermined`` (left out of
+        ``observations``), then ``failed`` / ``aborted`` after ``undetermined_timeout``: Torque keeps
+        such a job ``R`` as long as the MOM is away (measured: 12 min), deciding nothing."""
+        if self._lost is None:
+            return
+        with self._state_lock:
+            nodes = {i: mother_superior(self._attrs.get(i, {}).get("exec_host"))
+                     for i, obs in observations.items() if obs.status == C.RUNNING and not obs.ended}
+        for job_id, node in nodes.items():
+            how = self._lost.stopped(node)
+            if how is not None:
+                del observations[job_id]
+                self.mark_undetermined([job_id], f"{self.dialect.drms_name}'s MOM on {node} {how} while the "
+                                                 "server still shows the job running (the server decides "
+                                                 "nothing until the MOM is back)")
 
     def _after_mom_outage(self, job_id: str, obs: Observation) -> None:
         """An ended job whose MOM was seen down while it ran, with the exit status the dialect's
