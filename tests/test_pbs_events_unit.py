@@ -61,6 +61,10 @@ def test_an_outage_is_remembered_until_asked() -> None:
     watch.check({"5.s": "c1", "6.s": "c2"}, {}, now=0, states={"c1": "down,job-exclusive", "c2": "free"})
     watch.check({}, {}, now=1, states={})  # the job no longer runs: still remembered for its end
     assert "MOM on c1 was down" in (watch.outage("5.s") or "")
+    assert watch.stopped("c1", now=1) is None  # the last check (now=1) no longer saw c1 running a job
+    watch.check({"7.s": "c1"}, {}, now=2, states={"c1": "down"})
+    assert watch.stopped("c1", now=2) == "was down" and watch.stopped("c2", now=2) is None
+    assert watch.stopped("c1", now=2.5) is None  # every=0: that check is already too old
     assert watch.outage("5.s") is None and watch.outage("6.s") is None
 
 

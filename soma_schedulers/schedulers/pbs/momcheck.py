@@ -142,10 +142,10 @@ class LostJobs:
             return None
         return f"sent no status report for {now - since:.0f} s" if now - since >= self.silent_after else None
 
-    def stopped(self, node: str | None) -> str | None:
+    def stopped(self, node: str | None, now: float) -> str | None:
         """How the last check saw the MOM on ``node`` stopped (``was down``, ``sent no status report
-        for 40 s``), None when it did not."""
-        return self._stopped_nodes.get(node or "")
+        for 40 s``), None when it did not or that check is older than two periods (no job ran)."""
+        return self._stopped_nodes.get(node or "") if now - self._asked_at <= 2 * self.every else None
 
     def outage(self, job_id: str) -> str | None:
         """Why the MOM of ``job_id`` is known to have been down while the job ran, else None;

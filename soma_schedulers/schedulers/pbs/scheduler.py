@@ -384,7 +384,7 @@ class PBSProScheduler(CommandLineScheduler):
             nodes = {i: mother_superior(self._attrs.get(i, {}).get("exec_host"))
                      for i, obs in observations.items() if obs.status == C.RUNNING and not obs.ended}
         for job_id, node in nodes.items():
-            how = self._lost.stopped(node)
+            how = self._lost.stopped(node, time.monotonic())
             if how is not None:
                 del observations[job_id]
                 self.mark_undetermined([job_id], f"{self.dialect.drms_name}'s MOM on {node} {how} while the "
