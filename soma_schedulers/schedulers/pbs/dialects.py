@@ -67,6 +67,10 @@ class PBSDialect(abc.ABC):
     #: Whether ``pbsnodes`` shows the jobs each MOM reports running (``jobs=`` in its ``status``):
     #: a running job its MOM lost is then found (:mod:`.momcheck`).
     reports_mom_jobs: ClassVar[bool] = False
+    #: What the DRMS records as the exit status of a job whose MOM was killed and restarted while
+    #: it ran, whatever the job did; None: it records no made-up status (OpenPBS's restarted MOM
+    #: requeues the job, which runs again).
+    exit_status_after_mom_restart: ClassVar[int | None] = None
 
     def version_in(self, text: str) -> str | None:
         """The version ``qstat --version`` printed, when ``text`` comes from this implementation."""
@@ -244,6 +248,10 @@ class TorqueDialect(PBSDialect):
     #: Measured: 156 of 400 tasks shown at once, 300 two seconds later.
     tasks_appear_within = 60.0
     reports_mom_jobs = True
+    #: The restarted MOM (``-p``, the default; ``-r`` and ``-q`` too, measured) finds the job's
+    #: session gone and sends its obit with exit status 0 ("actually unknown", scan_non_child_tasks
+    #: in src/resmom/linux/mom_mach.c): a job killed with its node reads as ended with 0.
+    exit_status_after_mom_restart = 0
 
     def delete_unmade(self, task_id: str) -> list[str] | None:
         # qdel 12[4].srv: "nonexistent job id" before the task is made; qdel -t 4 12[].srv removes it

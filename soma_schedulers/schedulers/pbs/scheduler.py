@@ -27,7 +27,7 @@ from ...runner import CommandRunner
 from ...scheduler import CAPABILITIES, OPTIONAL_CAPABILITIES
 from ...scripts import build_script
 from .dialects import DIALECTS, TORQUE, PBSDialect, read_version
-from .momcheck import LostJobs, mom_reports, mother_superior
+from .momcheck import LostJobs, mom_reports, mother_superior, node_states
 from .observe import job_observation, launch_report
 from .parse import (
     JOB_ID,
@@ -327,6 +327,8 @@ class PBSProScheduler(CommandLineScheduler):
             array_id = arrays.get(job_id)
             marked = (lookup(jobs, array_id) or {}) if array_id else None
             obs = job_observation(attrs, dialect, marked)
+            if obs.ended:
+                self._after_mom_outage(job_id, obs)
             if obs.launch_error is not None:
                 # OpenPBS keeps one mark per array (the last task's): it may be another task's reason
                 obs.launch_error = (self._launch_message(job_id, obs.launch_error) if marked is None else
@@ -342,6 +344,7 @@ class PBSProScheduler(CommandLineScheduler):
             result[job_id] = obs
         result.update(self._unseen_tasks([i for i in ids if i not in result and dialect.array_of(i)]))
         result.update(self._lost_by_mom(result))
+        self._on_stopped_moms(result)
         self._force_lingering(result)
         return result
 
@@ -362,7 +365,7 @@ class PBSProScheduler(CommandLineScheduler):
                 self.logger.warning("pbsnodes failed (%s): running jobs not checked against their MOMs",
                                     result.stderr.strip() or result.returncode)
             return {}
-        lost = self._lost.check(hosts, mom_reports(result.stdout), now)
+        lost = self._lost.check(hosts, mom_reports(result.stdout), now, node_states(result.stdout))
         ended = {}
         for job_id, reason in lost.items():  # the end is logged with its reason (record_end)
             with self._state_lock:
@@ -370,6 +373,36 @@ class PBSProScheduler(CommandLineScheduler):
                     state.pop(job_id, None)
             ended[job_id] = Observation(C.DONE, ended=True, started=True, aborted=reason)
         return ended
+
+    def _on_stopped_moms(self, observations: dict[str, Observation]) -> None:
+        """Running jobs whose MOM the last check saw stopped are ``undetermined`` (left out of
+        ``observations``), then ``failed`` / ``aborted`` after ``undetermined_timeout``: Torque keeps
+        such a job ``R`` as long as the MOM is away (measured: 12 min), deciding nothing."""
+        if self._lost is None:
+            return
+        with self._state_lock:
+            nodes = {i: mother_superior(self._attrs.get(i, {}).get("exec_host"))
+                     for i, obs in observations.items() if obs.status == C.RUNNING and not obs.ended}
+        for job_id, node in nodes.items():
+            how = self._lost.stopped(node, time.monotonic())
+            if how is not None:
+                del observations[job_id]
+                self.mark_undetermined([job_id], f"{self.dialect.drms_name}'s MOM on {node} {how} while the "
+                                                 "server still shows the job running (the server decides "
+                                                 "nothing until the MOM is back)")
+
+    def _after_mom_outage(self, job_id: str, obs: Observation) -> None:
+        """An ended job whose MOM was seen down while it ran, with the exit status the dialect's
+        restarted MOM makes up (:attr:`~.PBSDialect.exit_status_after_mom_restart`): ``aborted``,
+        its real end unknown."""
+        outage = self._lost.outage(job_id) if self._lost is not None else None
+        made_up = self.dialect.exit_status_after_mom_restart
+        if outage is None or made_up is None or obs.exit_code != made_up or obs.cancelled or obs.launch_error:
+            return
+        obs.exit_code = None
+        obs.aborted = (f"{self.dialect.drms_name} recorded exit status {made_up}, but {outage}: a MOM restarted "
+                       f"while its job runs records {made_up} whatever the job did (node failure; the job's "
+                       "real end is unknown)")
 
     def _unseen_tasks(self, ids: Sequence[str]) -> dict[str, Observation]:
         """What array tasks ``qstat`` did not show are: deleted by us (a task deleted before it was
