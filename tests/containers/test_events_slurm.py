@@ -1,0 +1,189 @@
+"""Slurm's own life events against the real daemons (issue 18; docs/contract.md, "Life events").
+
+Each test makes one event happen on demand (the settings are in containers/slurm/README.md, "Life
+events") and checks the end state the contract gives:
+
+* requeue by an administrator (``scontrol requeue``) and preemption (``PreemptMode=REQUEUE``, a
+  job of partition ``high`` takes the node of a job of ``low``): ``queued_active`` again, then the
+  **last** run's end (:func:`~soma_schedulers.testing.life_events.rerun_command`: exit 7 on run 2);
+* the time limit (``--time``): ``failed`` / ``aborted``, ``get_job_error`` says ``TIMEOUT``;
+* the controller restarted with its state wiped (ids start again): a job tracked before never takes
+  the record of the new job given its id, and the new job gets its own end;
+* slurmd killed with the job's processes on a compute node of ``slurm-cluster``: Slurm requeues the
+  job (``NODE_FAIL``, ``JobRequeue``): the rerun's end, never the lost run's, never undetermined
+  for good.
+
+``SOMA_EVENTS_SLURM`` (comma-separated cluster names, default ``slurm``) picks the single-container
+clusters (``slurm-24.11`` too); the node test always runs on ``slurm-cluster``. Each test prints its
+``LIFE-EVENT`` line (:class:`~soma_schedulers.testing.life_events.Tally`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from image_clusters import module_clusters  # tests/containers/image_clusters.py
+
+from soma_schedulers import BridgeConfig, Job, SchedulerConfig
+from soma_schedulers import constants as C
+from soma_schedulers.schedulers.slurm_scheduler import SlurmScheduler
+from soma_schedulers.testing import docker_harness as dh
+from soma_schedulers.testing.life_events import Tally, Watch, rerun_command, runs_of
+
+pytestmark = pytest.mark.drms
+
+CLUSTERS = [c for c in os.environ.get("SOMA_EVENTS_SLURM", "slurm").split(",") if c]
+#: The end of a rerun_command job whose last run was its second: exit 7.
+RERUN_END = (C.DONE, C.FINISHED_REGULARLY, 7, None)
+
+
+cluster = module_clusters(*CLUSTERS)
+
+
+def _scheduler(cluster: dh.DrmsCluster, undetermined_timeout: float = 120.0) -> SlurmScheduler:
+    return SlurmScheduler(SchedulerConfig(bridge=BridgeConfig(mode="prefix", prefix=tuple(cluster.command_prefix)),
+                                          status_cache_seconds=0.0, undetermined_timeout=undetermined_timeout))
+
+
+def _submit(sched: SlurmScheduler, job: Job) -> str:
+    [job_id] = sched.job_submission([job])
+    assert job_id is not None, sched.last_submission_errors
+    return job_id
+
+
+def _root(cluster: dh.DrmsCluster, script: str, container: object | None = None) -> str:
+    rc, out = cluster.exec(["bash", "-c", script], container=container)
+    assert rc == 0, f"{script}: {out}"
+    return out
+
+
+def _records(cluster: dh.DrmsCluster, job_id: str) -> str:
+    """Every accounting record of ``job_id`` (``-D``: each run of a requeued job, each job given the id)."""
+    return _root(cluster, f"sacct -n -P -D -j {job_id} -o JobIDRaw,State,ExitCode,Submit,Start,End,NodeList,Comment")
+
+
+def _report(drms: str, event: str, end: tuple[object, ...], expected: tuple[object, ...] | set[tuple[object, ...]],
+            watch: Watch) -> None:
+    ok = end in expected if isinstance(expected, set) else end == expected
+    tally = Tally()
+    tally.add(drms, event, 1, 0 if ok else 1)
+    print(f"\n{drms} {event}: statuses {watch.changes}, end {end}")
+    print("\n".join(tally.lines()))
+
+
+def _drms(cluster: dh.DrmsCluster) -> str:
+    return cluster.spec.name
+
+
+def _release(cluster: dh.DrmsCluster, watch: Watch) -> None:
+    """Once the requeued job shows ``queued_active``, poll until Slurm lets it start, then have it
+    scheduled at once. Slurm holds a requeued batch job back (Reason ``BeginTime``) until its
+    credential has expired (``cred_expire``, 120 s by default): a job an administrator starts
+    sooner (``StartTime=now``) fails to launch (``Job credential revoked``, ``FAILED`` 1:0). Past
+    its BeginTime it would wait for the next periodic scheduling pass (up to a minute more):
+    ``StartTime=now`` then spares the test that wait."""
+    watch.until(lambda s: s == C.QUEUED_ACTIVE, 120, what="queued again")
+    left = _root(cluster, f'b=$(squeue -h -j {watch.job_id} -o %S); echo $(( $(date -d "$b" +%s) - $(date +%s) ))')
+    until = time.monotonic() + max(0, int(left.strip())) + 2
+    watch.until(lambda s: time.monotonic() > until or s != C.QUEUED_ACTIVE, 300, what="past its BeginTime")
+    if watch.last == C.QUEUED_ACTIVE:
+        _root(cluster, f"scontrol update JobId={watch.job_id} StartTime=now")
+
+
+def _wait_run(watch: Watch, counter: Path, run: int, timeout: float = 120.0) -> None:
+    """Until the job runs its ``run``-th run (its counter says so) and the scheduler says running."""
+    watch.until(lambda s: s == C.RUNNING and runs_of(counter) >= run, timeout, what=f"running run {run}")
+
+
+def _rerun_ended(cluster: dh.DrmsCluster, event: str, watch: Watch, counter: Path) -> str:
+    """Wait for the end of a requeued :func:`rerun_command` job; check it is its second run's (exit
+    7) and that it showed ``queued_active`` after ``running``; return its accounting records."""
+    watch.until_ended(timeout=300)
+    end = watch.end()
+    _report(_drms(cluster), event, end[:4], RERUN_END, watch)
+    records = _records(cluster, watch.job_id)
+    print(records)
+    assert watch.saw_again_after_running(), watch.changes
+    assert runs_of(counter) == 2, (end, records)
+    assert end[:4] == RERUN_END, (end, records)
+    return records
+
+
+@dataclass
+class Started:
+    """The jobs of the requeue, time limit and preemption tests, started together so that their
+    waits overlap (Slurm holds a requeued job back two minutes, the time limit takes one and a half).
+    The node's CPUs: 1 for ``limited`` (partition ``high``: never preempted, and only in ``high``
+    where it takes no one's place), 1 for ``requeued`` (``debug``), the others for ``low`` (partition
+    ``low``). Once ``requeued`` is requeued, ``high`` (partition ``high``, as many CPUs as ``low``)
+    can only start by preempting ``low``: the time limit's job is in no lower tier, and the requeued
+    job waits."""
+
+    sched: SlurmScheduler
+    counters: dict[str, Path]
+    watches: dict[str, Watch]
+
+
+@pytest.fixture(scope="module")
+def started(cluster: dh.DrmsCluster) -> Iterator[Started]:
+    work = Path(cluster.make_workdir(f"events-{uuid.uuid4().hex[:8]}"))
+    counters = {name: work / name for name in ("requeued", "low")}
+    cpus = int(_root(cluster, "sinfo -h -o %c").split()[0])
+    with _scheduler(cluster) as sched:
+        jobs = {
+            "limited": Job(command=["sleep", "600"], queue="high", native_specification="--time=1"),
+            "requeued": Job(command=rerun_command(counters["requeued"], 600, 7)),
+            "low": Job(command=rerun_command(counters["low"], 600, 7), queue="low",
+                       native_specification=f"--cpus-per-task={cpus - 2}"),
+        }
+        watches = {name: Watch(sched, _submit(sched, job)) for name, job in jobs.items()}
+        _wait_run(watches["requeued"], counters["requeued"], 1)
+        _wait_run(watches["low"], counters["low"], 1)
+        _root(cluster, f"scontrol requeue {watches['requeued'].job_id}")
+        watches["requeued"].until(lambda s: s == C.QUEUED_ACTIVE, 120, what="queued again")
+        high = Job(command=["sleep", "5"], queue="high", native_specification=f"--cpus-per-task={cpus - 2}")
+        watches["high"] = Watch(sched, _submit(sched, high))
+        watches["low"].until(lambda s: s != C.RUNNING, 120, what="preempted")
+        yield Started(sched, counters, watches)
+
+
+def test_requeue_by_administrator(cluster: dh.DrmsCluster, started: Started) -> None:
+    """``scontrol requeue`` of a running job: queued again, then the second run's end (exit 7)."""
+    watch, counter = started.watches["requeued"], started.counters["requeued"]
+    _release(cluster, watch)
+    records = _rerun_ended(cluster, "requeue", watch, counter)
+    assert records.count(f"{watch.job_id}|") >= 2, records  # the first run's REQUEUED record and the last run's
+
+
+def test_time_limit(cluster: dh.DrmsCluster, started: Started) -> None:
+    """``--time=1`` (Slurm's unit: minutes) on a job that sleeps 10 min: failed / aborted, and the
+    error says ``TIMEOUT``. Slurm checks the limits about every 30 s (``OverTimeLimit=0``): the end
+    comes 60 to 95 s after the start."""
+    watch = started.watches["limited"]
+    watch.until_ended(timeout=240, poll=1.0)
+    status, exit_status, _value, _sig, error = watch.end()
+    _report(_drms(cluster), "time_limit", (status, exit_status), (C.FAILED, C.EXIT_ABORTED), watch)
+    elapsed = _root(cluster, f"sacct -n -X -P -j {watch.job_id} -o ElapsedRaw").strip()
+    print(f"ran {elapsed} s: {error}")
+    assert (status, exit_status) == (C.FAILED, C.EXIT_ABORTED), (status, exit_status, error,
+                                                                 _records(cluster, watch.job_id))
+    assert error is not None and "TIMEOUT" in error, error
+    assert 55 <= int(elapsed) <= 150, elapsed
+
+
+def test_preemption_requeues(cluster: dh.DrmsCluster, started: Started) -> None:
+    """The job of partition ``low`` is preempted by the one of ``high`` (``PreemptMode=REQUEUE``):
+    queued again while ``high``'s runs, then its second run's end."""
+    watch, counter, high = started.watches["low"], started.counters["low"], started.watches["high"]
+    high.until_ended(timeout=180)
+    if watch.poll() not in C.END_STATES:
+        _release(cluster, watch)
+    records = _rerun_ended(cluster, "preemption", watch, counter)
+    assert high.end()[:3] == (C.DONE, C.FINISHED_REGULARLY, 0), high.end()
+    assert "PREEMPTED" in records, records  # the first run's record
