@@ -187,3 +187,63 @@ def test_preemption_requeues(cluster: dh.DrmsCluster, started: Started) -> None:
     records = _rerun_ended(cluster, "preemption", watch, counter)
     assert high.end()[:3] == (C.DONE, C.FINISHED_REGULARLY, 0), high.end()
     assert "PREEMPTED" in records, records  # the first run's record
+
+
+#: Restart slurmctld with its state wiped (job ids start again at 1; slurmdbd keeps the records),
+#: then wait until it answers and the node is back.
+WIPE_STATE = """
+scontrol shutdown slurmctld
+for i in $(seq 100); do pgrep -x slurmctld >/dev/null || break; sleep 0.2; done
+rm -rf /var/lib/slurm/slurmctld/*
+/usr/sbin/slurmctld
+for i in $(seq 150); do sinfo -h -o %t 2>/dev/null | grep -Eq '^(idle|mix|alloc)' && exit 0; sleep 0.2; done
+echo "slurmctld did not come back"; exit 1
+"""
+
+
+def test_controller_state_lost_ids_given_again(cluster: dh.DrmsCluster) -> None:
+    """slurmctld restarts with its state wiped while scheduler ``a`` follows a running job, a held
+    one and an ended one; scheduler ``b`` then gets the running and held jobs' ids for new jobs.
+    Seen on 22.05: slurmdbd marks the running job ``CANCELLED`` (``a``'s: failed / aborted), and has
+    no record of the held one (``a``'s: failed / aborted after ``undetermined_timeout``).
+    ``a``'s jobs never take ``b``'s records (``a`` is not polled until ``b``'s jobs run), ``b``'s
+    jobs get their own ends, the ended job keeps its own, and attach of a reused id gives the new
+    job whole."""
+    # a: its held job has no record once the state is lost (slurmdbd had none for it): it ends
+    # failed / aborted after undetermined_timeout, made short here
+    with _scheduler(cluster, undetermined_timeout=15) as a, _scheduler(cluster) as b:
+        ended = _submit(a, Job(command=["sh", "-c", "exit 3"]))
+        Watch(a, ended).until_ended(120)
+        old = {"running": _submit(a, Job(command=["sleep", "600"])), "held": _submit(a, Job(command=["true"], hold=True))}
+        Watch(a, old["running"]).until(lambda s: s == C.RUNNING, 120, what="running")
+        assert a.get_job_status(old["held"]) == C.USER_ON_HOLD
+        _root(cluster, WIPE_STATE)
+        first = int(min(old.values(), key=int))
+        # ids start again at 1: jobs of no one's up to the first old id, then b's get the old ids
+        _root(cluster, f"runuser -u alice -- sh -c 'while [ $(sbatch --parsable -H -o /dev/null --wrap true) -lt "
+                       f"{first - 1} ]; do :; done; scancel -u alice'")
+        new = {name: _submit(b, Job(command=["sh", "-c", f"sleep 3; exit {code}"])) for name, code in
+               (("running", 5), ("held", 6))}
+        assert new == old, (new, old)  # the same ids
+        watches = {f"a {name}": Watch(a, job_id) for name, job_id in old.items()}
+        watches.update({f"b {name}": Watch(b, job_id) for name, job_id in new.items()})
+        ends = {}
+        for name, watch in watches.items():
+            watch.until_ended(timeout=180)
+            ends[name] = watch.end()
+        with _scheduler(cluster) as c:
+            c.attach([new["running"]])
+            attached = Watch(c, new["running"]).end()
+        ended_end = a.get_job_exit_info(ended)
+    print("\n" + "\n".join(f"{name}: {watches[name].changes} -> {end}" for name, end in ends.items()))
+    print(_records(cluster, f"{old['running']},{old['held']}"))
+    expected = {"a running": (C.FAILED, C.EXIT_ABORTED), "a held": (C.FAILED, C.EXIT_ABORTED),
+                "b running": (C.DONE, C.FINISHED_REGULARLY, 5), "b held": (C.DONE, C.FINISHED_REGULARLY, 6)}
+    wrong = {name: ends[name] for name, want in expected.items() if ends[name][:len(want)] != want}
+    tally = Tally()
+    tally.add(_drms(cluster), "state_lost", len(expected) + 2, len(wrong) + (attached[:3] != expected["b running"])
+              + (ended_end[:2] != (C.FINISHED_REGULARLY, 3)))
+    print("\n".join(tally.lines()))
+    assert not wrong, wrong
+    assert attached[:3] == expected["b running"], attached
+    assert ended_end[:2] == (C.FINISHED_REGULARLY, 3), ended_end
