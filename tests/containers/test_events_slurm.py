@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from image_clusters import module_clusters  # tests/containers/image_clusters.py
+from image_clusters import module_clusters, start_or_skip  # tests/containers/image_clusters.py
 
 from soma_schedulers import BridgeConfig, Job, SchedulerConfig
 from soma_schedulers import constants as C
@@ -247,3 +247,43 @@ def test_controller_state_lost_ids_given_again(cluster: dh.DrmsCluster) -> None:
     assert not wrong, wrong
     assert attached[:3] == expected["b running"], attached
     assert ended_end[:2] == (C.FINISHED_REGULARLY, 3), ended_end
+
+
+#: slurm-cluster only, set by the node test: a node whose slurmd does not answer is DOWN after
+#: about twice this (Slurm's default, 300 s, is too long for a test).
+SLURMD_TIMEOUT = 15
+#: Kill a compute node's slurmd and the job's processes, as a node crash would.
+NODE_CRASH = "pkill -9 -x slurmd; pkill -9 -x slurmstepd; pkill -9 -u alice; true"
+#: Start a (dynamic) compute node's slurmd again, as the image's entrypoint does.
+NODE_BACK = '/usr/sbin/slurmd --conf-server slurmctl -Z --conf "CPUs=${SLURM_CPUS:-16} RealMemory=${SLURM_REALMEMORY:-8192}"'
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster() -> Iterator[dh.DrmsCluster]:
+    c = start_or_skip("slurm-cluster")
+    _root(c, f"echo SlurmdTimeout={SLURMD_TIMEOUT} >> /etc/slurm/slurm.conf && scontrol reconfigure")
+    yield c
+    c.stop()
+
+
+def test_node_lost_mid_job(slurm_cluster: dh.DrmsCluster) -> None:
+    """slurmd and the job's processes killed on c1 mid-job: running until Slurm decides (the node
+    DOWN after ``SlurmdTimeout``, the run recorded ``NODE_FAIL``), then queued again (``JobRequeue=1``:
+    batch jobs are requeued), slurmd back on c1 (``ReturnToService=2``), then the rerun's end."""
+    cluster = slurm_cluster
+    c1 = cluster.containers[cluster.hostnames.index("c1")]
+    counter = Path(cluster.make_workdir(f"node-{uuid.uuid4().hex[:8]}")) / "runs"
+    with _scheduler(cluster) as sched:
+        watch = Watch(sched, _submit(sched, Job(command=rerun_command(counter, 600, 7),
+                                                native_specification="--nodelist=c1")))
+        _wait_run(watch, counter, 1)
+        _root(cluster, NODE_CRASH, container=c1)
+        lost = time.monotonic()
+        watch.until(lambda s: s != C.RUNNING, 4 * SLURMD_TIMEOUT + 60, what="no longer running")
+        decided = time.monotonic() - lost
+        _root(cluster, NODE_BACK, container=c1)
+        _release(cluster, watch)
+        records = _rerun_ended(cluster, "node_lost", watch, counter)
+    print(f"Slurm decided {decided:.0f} s after the node was lost; undetermined at most "
+          f"{watch.longest_undetermined:.0f} s")
+    assert "NODE_FAIL" in records, records
