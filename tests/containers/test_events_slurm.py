@@ -9,12 +9,14 @@ events") and checks the end state the contract gives:
 * the time limit (``--time``): ``failed`` / ``aborted``, ``get_job_error`` says ``TIMEOUT``;
 * the controller restarted with its state wiped (ids start again): a job tracked before never takes
   the record of the new job given its id, and the new job gets its own end;
-* slurmd killed with the job's processes on a compute node of ``slurm-cluster``: Slurm requeues the
+* slurmd killed with the job's processes on a compute node: Slurm requeues the
   job (``NODE_FAIL``, ``JobRequeue``): the rerun's end, never the lost run's, never undetermined
   for good.
 
-``SOMA_EVENTS_SLURM`` (comma-separated cluster names, default ``slurm``) picks the single-container
-clusters (``slurm-24.11`` too); the node test always runs on ``slurm-cluster``. Each test prints its
+All of them run on one cluster, ``slurm-cluster`` (a controller and compute nodes c1, c2), their
+jobs started together so that Slurm's waits overlap (about 3 minutes in all);
+``SOMA_EVENTS_SLURM`` (comma-separated cluster names) picks others: ``slurm-24.11-cluster``, or a
+single container (``slurm``, ``slurm-24.11``: the node test then skips). Each test prints its
 ``LIFE-EVENT`` line (:class:`~soma_schedulers.testing.life_events.Tally`).
 """
 
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from image_clusters import module_clusters, start_or_skip  # tests/containers/image_clusters.py
+from image_clusters import start_or_skip  # tests/containers/image_clusters.py
 
 from soma_schedulers import BridgeConfig, Job, SchedulerConfig
 from soma_schedulers import constants as C
@@ -38,12 +40,26 @@ from soma_schedulers.testing.life_events import Tally, Watch, rerun_command, run
 
 pytestmark = pytest.mark.drms
 
-CLUSTERS = [c for c in os.environ.get("SOMA_EVENTS_SLURM", "slurm").split(",") if c]
+CLUSTERS = [c for c in os.environ.get("SOMA_EVENTS_SLURM", "slurm-cluster").split(",") if c]
+#: slurm-cluster only, set by the node test: a node whose slurmd does not answer is DOWN after
+#: about twice this (Slurm's default, 300 s, is too long for a test).
+SLURMD_TIMEOUT = 15
+#: Kill a compute node's slurmd and the job's processes, as a node crash would.
+NODE_CRASH = "pkill -9 -x slurmd; pkill -9 -x slurmstepd; pkill -9 -u alice; true"
+#: Start a (dynamic) compute node's slurmd again, as the image's entrypoint does.
+NODE_BACK = '/usr/sbin/slurmd --conf-server slurmctl -Z --conf "CPUs=${SLURM_CPUS:-16} RealMemory=${SLURM_REALMEMORY:-8192}"'
 #: The end of a rerun_command job whose last run was its second: exit 7.
 RERUN_END = (C.DONE, C.FINISHED_REGULARLY, 7, None)
 
 
-cluster = module_clusters(*CLUSTERS)
+@pytest.fixture(scope="module", params=CLUSTERS)
+def cluster(request: pytest.FixtureRequest) -> Iterator[dh.DrmsCluster]:
+    """The cluster; with compute nodes apart, ``SlurmdTimeout`` made short for the node test."""
+    c = start_or_skip(request.param)
+    if len(c.containers) > 1:
+        _root(c, f"echo SlurmdTimeout={SLURMD_TIMEOUT} >> /etc/slurm/slurm.conf && scontrol reconfigure")
+    yield c
+    c.stop()
 
 
 def _scheduler(cluster: dh.DrmsCluster, undetermined_timeout: float = 120.0) -> SlurmScheduler:
@@ -123,34 +139,43 @@ class Started:
     where it takes no one's place), 1 for ``requeued`` (``debug``), the others for ``low`` (partition
     ``low``). Once ``requeued`` is requeued, ``high`` (partition ``high``, as many CPUs as ``low``)
     can only start by preempting ``low``: the time limit's job is in no lower tier, and the requeued
-    job waits."""
+    job waits. They run on the last compute node; with nodes apart (``slurm-cluster``), the node
+    test's job (``lost``) runs on the first, and its node is lost once it runs."""
 
     sched: SlurmScheduler
     counters: dict[str, Path]
     watches: dict[str, Watch]
+    #: The node the ``lost`` job ran on.
+    lost_node: str
 
 
 @pytest.fixture(scope="module")
 def started(cluster: dh.DrmsCluster) -> Iterator[Started]:
     work = Path(cluster.make_workdir(f"events-{uuid.uuid4().hex[:8]}"))
-    counters = {name: work / name for name in ("requeued", "low")}
-    cpus = int(_root(cluster, "sinfo -h -o %c").split()[0])
+    counters = {name: work / name for name in ("requeued", "low", "lost")}
+    nodes = sorted(set(_root(cluster, "sinfo -h -N -p debug -o %N").split()))
+    on = f"--nodelist={nodes[-1]}"
+    cpus = int(_root(cluster, f"sinfo -h -N -n {nodes[-1]} -o %c").split()[0])
     with _scheduler(cluster) as sched:
         jobs = {
-            "limited": Job(command=["sleep", "600"], queue="high", native_specification="--time=1"),
-            "requeued": Job(command=rerun_command(counters["requeued"], 600, 7)),
+            "limited": Job(command=["sleep", "600"], queue="high", native_specification=["--time=1", on]),
+            "requeued": Job(command=rerun_command(counters["requeued"], 600, 7), native_specification=on),
             "low": Job(command=rerun_command(counters["low"], 600, 7), queue="low",
-                       native_specification=f"--cpus-per-task={cpus - 2}"),
+                       native_specification=[f"--cpus-per-task={cpus - 2}", on]),
         }
+        if len(nodes) > 1:
+            jobs["lost"] = Job(command=rerun_command(counters["lost"], 600, 7), native_specification=f"--nodelist={nodes[0]}")
         watches = {name: Watch(sched, _submit(sched, job)) for name, job in jobs.items()}
-        _wait_run(watches["requeued"], counters["requeued"], 1)
-        _wait_run(watches["low"], counters["low"], 1)
+        for name in ("requeued", "low", "lost")[:len(jobs) - 1]:
+            _wait_run(watches[name], counters[name], 1)
+        if "lost" in jobs:
+            _root(cluster, NODE_CRASH, container=cluster.containers[cluster.hostnames.index(nodes[0])])
         _root(cluster, f"scontrol requeue {watches['requeued'].job_id}")
         watches["requeued"].until(lambda s: s == C.QUEUED_ACTIVE, 120, what="queued again")
-        high = Job(command=["sleep", "5"], queue="high", native_specification=f"--cpus-per-task={cpus - 2}")
+        high = Job(command=["sleep", "5"], queue="high", native_specification=[f"--cpus-per-task={cpus - 2}", on])
         watches["high"] = Watch(sched, _submit(sched, high))
         watches["low"].until(lambda s: s != C.RUNNING, 120, what="preempted")
-        yield Started(sched, counters, watches)
+        yield Started(sched, counters, watches, nodes[0])
 
 
 def test_requeue_by_administrator(cluster: dh.DrmsCluster, started: Started) -> None:
@@ -189,16 +214,46 @@ def test_preemption_requeues(cluster: dh.DrmsCluster, started: Started) -> None:
     assert "PREEMPTED" in records, records  # the first run's record
 
 
-#: Restart slurmctld with its state wiped (job ids start again at 1; slurmdbd keeps the records),
-#: then wait until it answers and the node is back.
+def test_node_lost_mid_job(cluster: dh.DrmsCluster, started: Started) -> None:
+    """slurmd and the job's processes killed on the first compute node mid-job: running until Slurm
+    decides (the node DOWN after ``SlurmdTimeout``, the run recorded ``NODE_FAIL``), then queued
+    again (``JobRequeue=1``: batch jobs are requeued), slurmd back on the node (``ReturnToService=2``),
+    then the rerun's end."""
+    if "lost" not in started.watches:
+        pytest.skip(f"{cluster.spec.name} has no compute node apart from its controller (slurm-cluster has)")
+    watch = started.watches["lost"]
+    watch.until(lambda s: s != C.RUNNING, 4 * SLURMD_TIMEOUT + 60, what="no longer running")
+    _root(cluster, NODE_BACK, container=cluster.containers[cluster.hostnames.index(started.lost_node)])
+    _release(cluster, watch)
+    records = _rerun_ended(cluster, "node_lost", watch, started.counters["lost"])
+    print(f"undetermined at most {watch.longest_undetermined:.0f} s")
+    assert "NODE_FAIL" in records, records
+
+
+#: Restart slurmctld with its state wiped (job ids start again at 1; slurmdbd keeps the records).
 WIPE_STATE = """
 scontrol shutdown slurmctld
 for i in $(seq 100); do pgrep -x slurmctld >/dev/null || break; sleep 0.2; done
 rm -rf /var/lib/slurm/slurmctld/*
 /usr/sbin/slurmctld
-for i in $(seq 150); do sinfo -h -o %t 2>/dev/null | grep -Eq '^(idle|mix|alloc)' && exit 0; sleep 0.2; done
-echo "slurmctld did not come back"; exit 1
 """
+#: Until N nodes are up again (``{n}``).
+NODES_UP = """
+for i in $(seq 300); do
+    [ "$(sinfo -h -N -p debug -t idle,mix,alloc -o %N 2>/dev/null | sort -u | wc -l)" -ge {n} ] && exit 0; sleep 0.2
+done
+sinfo -N; exit 1
+"""
+
+
+def _wipe_state(cluster: dh.DrmsCluster) -> None:
+    """:data:`WIPE_STATE`; the compute nodes apart (dynamic nodes, which the wiped state no longer
+    lists) register again when their slurmd restarts; then wait until every node is up."""
+    nodes = len(set(_root(cluster, "sinfo -h -N -p debug -o %N").split()))
+    _root(cluster, WIPE_STATE)
+    for node in cluster.containers[1:]:
+        _root(cluster, f"pkill -x slurmd; sleep 1; {NODE_BACK}", container=node)
+    _root(cluster, NODES_UP.format(n=nodes))
 
 
 def test_controller_state_lost_ids_given_again(cluster: dh.DrmsCluster) -> None:
@@ -217,7 +272,7 @@ def test_controller_state_lost_ids_given_again(cluster: dh.DrmsCluster) -> None:
         old = {"running": _submit(a, Job(command=["sleep", "600"])), "held": _submit(a, Job(command=["true"], hold=True))}
         Watch(a, old["running"]).until(lambda s: s == C.RUNNING, 120, what="running")
         assert a.get_job_status(old["held"]) == C.USER_ON_HOLD
-        _root(cluster, WIPE_STATE)
+        _wipe_state(cluster)
         first = int(min(old.values(), key=int))
         # ids start again at 1: jobs of no one's up to the first old id, then b's get the old ids
         _root(cluster, f"runuser -u alice -- sh -c 'while [ $(sbatch --parsable -H -o /dev/null --wrap true) -lt "
@@ -247,43 +302,3 @@ def test_controller_state_lost_ids_given_again(cluster: dh.DrmsCluster) -> None:
     assert not wrong, wrong
     assert attached[:3] == expected["b running"], attached
     assert ended_end[:2] == (C.FINISHED_REGULARLY, 3), ended_end
-
-
-#: slurm-cluster only, set by the node test: a node whose slurmd does not answer is DOWN after
-#: about twice this (Slurm's default, 300 s, is too long for a test).
-SLURMD_TIMEOUT = 15
-#: Kill a compute node's slurmd and the job's processes, as a node crash would.
-NODE_CRASH = "pkill -9 -x slurmd; pkill -9 -x slurmstepd; pkill -9 -u alice; true"
-#: Start a (dynamic) compute node's slurmd again, as the image's entrypoint does.
-NODE_BACK = '/usr/sbin/slurmd --conf-server slurmctl -Z --conf "CPUs=${SLURM_CPUS:-16} RealMemory=${SLURM_REALMEMORY:-8192}"'
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster() -> Iterator[dh.DrmsCluster]:
-    c = start_or_skip("slurm-cluster")
-    _root(c, f"echo SlurmdTimeout={SLURMD_TIMEOUT} >> /etc/slurm/slurm.conf && scontrol reconfigure")
-    yield c
-    c.stop()
-
-
-def test_node_lost_mid_job(slurm_cluster: dh.DrmsCluster) -> None:
-    """slurmd and the job's processes killed on c1 mid-job: running until Slurm decides (the node
-    DOWN after ``SlurmdTimeout``, the run recorded ``NODE_FAIL``), then queued again (``JobRequeue=1``:
-    batch jobs are requeued), slurmd back on c1 (``ReturnToService=2``), then the rerun's end."""
-    cluster = slurm_cluster
-    c1 = cluster.containers[cluster.hostnames.index("c1")]
-    counter = Path(cluster.make_workdir(f"node-{uuid.uuid4().hex[:8]}")) / "runs"
-    with _scheduler(cluster) as sched:
-        watch = Watch(sched, _submit(sched, Job(command=rerun_command(counter, 600, 7),
-                                                native_specification="--nodelist=c1")))
-        _wait_run(watch, counter, 1)
-        _root(cluster, NODE_CRASH, container=c1)
-        lost = time.monotonic()
-        watch.until(lambda s: s != C.RUNNING, 4 * SLURMD_TIMEOUT + 60, what="no longer running")
-        decided = time.monotonic() - lost
-        _root(cluster, NODE_BACK, container=c1)
-        _release(cluster, watch)
-        records = _rerun_ended(cluster, "node_lost", watch, counter)
-    print(f"Slurm decided {decided:.0f} s after the node was lost; undetermined at most "
-          f"{watch.longest_undetermined:.0f} s")
-    assert "NODE_FAIL" in records, records
