@@ -5,6 +5,8 @@ image (tests/containers/test_events_slurm.py), the tokens shortened."""
 
 from __future__ import annotations
 
+import pytest
+
 from soma_schedulers import constants as C
 from soma_schedulers.config import SchedulerConfig
 from soma_schedulers.job import Job
@@ -45,14 +47,17 @@ def _end(s: slurm.SlurmScheduler, job_id: str) -> tuple[object, ...]:
     return (s.get_job_status(job_id), *s.get_job_exit_info(job_id)[:3])
 
 
-def test_requeued_job_ends_with_its_last_run() -> None:
+@pytest.mark.parametrize("first_run", ["REQUEUED", "PREEMPTED", "NODE_FAIL"])
+def test_requeued_job_ends_with_its_last_run(first_run: str) -> None:
+    """An administrator's requeue, a preemption, a lost node: the first run's record (an end state
+    for PREEMPTED and NODE_FAIL) is not the job's end, the rerun's is."""
     s, fake, token = _submitted("2")
     fake.script("squeue", f"2|2026-11-30T02:11:17|RUNNING|None|x|{token}\n")
     assert s.get_job_status("2") == C.RUNNING
     fake.script("squeue", f"2|2026-11-30T02:11:19|PENDING|BeginTime|x|{token}\n")
     assert s.get_job_status("2") == C.QUEUED_ACTIVE
     fake.script("squeue", "")
-    fake.script("sacct", REQUEUED.format(token=token))
+    fake.script("sacct", REQUEUED.format(token=token).replace("REQUEUED", first_run))
     assert _end(s, "2") == (C.DONE, C.FINISHED_REGULARLY, 7, None)
     assert "-D" in fake.calls_of("sacct")[0].argv  # every record of the id
 
