@@ -71,28 +71,29 @@ def test_bad_ids_and_a_cleaned_scheduler() -> None:
 # -- Slurm ------------------------------------------------------------------------------------
 
 # Recorded from the Slurm 22.05 image: jobs of alice (uid 1000); 3, 6 scancel'ed by alice, 4, 7 by root;
-# 6, 7 were held (never ran); 5 runs, 8 is held. squeue -o "%i|%T|%r|%S|%U|%k":
+# 6, 7 were held (never ran); 5 runs, 8 is held. squeue -o "%i|%V|%T|%r|%S|%U|%k" (%V added: the start time):
 SQUEUE = """\
-3|CANCELLED|None|2026-11-29T19:43:50|1000|(null)
-4|CANCELLED|None|2026-11-29T19:43:50|1000|(null)
-1|COMPLETED|None|2026-11-29T19:43:48|1000|(null)
-2|FAILED|NonZeroExitCode|2026-11-29T19:43:49|1000|(null)
-5|RUNNING|None|2026-11-29T19:43:51|1000|(null)
-8|PENDING|JobHeldUser|N/A|1000|(null)
+3|2026-11-29T19:43:50|CANCELLED|None|2026-11-29T19:43:50|1000|(null)
+4|2026-11-29T19:43:50|CANCELLED|None|2026-11-29T19:43:50|1000|(null)
+1|2026-11-29T19:43:48|COMPLETED|None|2026-11-29T19:43:48|1000|(null)
+2|2026-11-29T19:43:49|FAILED|NonZeroExitCode|2026-11-29T19:43:49|1000|(null)
+5|2026-11-29T19:43:51|RUNNING|None|2026-11-29T19:43:51|1000|(null)
+8|2026-11-25T02:28:00|PENDING|JobHeldUser|N/A|1000|(null)
 """
-# sacct -o JobIDRaw,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NCPUS,NodeList,Reason,UID,Comment
+# sacct -o JobIDRaw,Submit,State,ExitCode,Start,ElapsedRaw,TotalCPU,MaxRSS,NCPUS,NodeList,Reason,UID,Comment
+# (recorded before the poll asked for Submit: the start time stands for it)
 # (squeue had forgotten 6 and 7: MinJobAge)
 SACCT = """\
-1|COMPLETED|0:0|2026-11-29T19:43:48|0|00:00.001||1|slurm|None|1000|
-1.batch|COMPLETED|0:0|2026-11-29T19:43:48|0|00:00.001||1|slurm|||
-2|FAILED|3:0|2026-11-29T19:43:49|0|00:00.001||1|slurm|None|1000|
-2.batch|FAILED|3:0|2026-11-29T19:43:49|0|00:00.001||1|slurm|||
-3|CANCELLED by 1000|0:0|2026-11-29T19:43:50|8|00:00.001||1|slurm|None|1000|
-3.batch|CANCELLED|0:15|2026-11-29T19:43:50|8|00:00.001||1|slurm|||
-4|CANCELLED by 0|0:0|2026-11-29T19:43:50|8|00:00.003||1|slurm|None|1000|
-4.batch|FAILED|15:0|2026-11-29T19:43:50|8|00:00.003||1|slurm|||
-6|CANCELLED by 1000|0:0|None|0|00:00:00||1|None assigned|JobHeldUser|1000|
-7|CANCELLED by 0|0:0|None|0|00:00:00||1|None assigned|JobHeldUser|1000|
+1|2026-11-29T19:43:48|COMPLETED|0:0|2026-11-29T19:43:48|0|00:00.001||1|slurm|None|1000|
+1.batch|2026-11-29T19:43:48|COMPLETED|0:0|2026-11-29T19:43:48|0|00:00.001||1|slurm|||
+2|2026-11-29T19:43:49|FAILED|3:0|2026-11-29T19:43:49|0|00:00.001||1|slurm|None|1000|
+2.batch|2026-11-29T19:43:49|FAILED|3:0|2026-11-29T19:43:49|0|00:00.001||1|slurm|||
+3|2026-11-29T19:43:50|CANCELLED by 1000|0:0|2026-11-29T19:43:50|8|00:00.001||1|slurm|None|1000|
+3.batch|2026-11-29T19:43:50|CANCELLED|0:15|2026-11-29T19:43:50|8|00:00.001||1|slurm|||
+4|2026-11-29T19:43:50|CANCELLED by 0|0:0|2026-11-29T19:43:50|8|00:00.003||1|slurm|None|1000|
+4.batch|2026-11-29T19:43:50|FAILED|15:0|2026-11-29T19:43:50|8|00:00.003||1|slurm|||
+6|2026-11-25T02:28:00|CANCELLED by 1000|0:0|None|0|00:00:00||1|None assigned|JobHeldUser|1000|
+7|2026-11-25T02:28:00|CANCELLED by 0|0:0|None|0|00:00:00||1|None assigned|JobHeldUser|1000|
 """
 
 
@@ -102,7 +103,7 @@ def test_slurm_attach_is_one_squeue_and_one_sacct_and_gives_true_ends() -> None:
     s.attach(ids)
     assert [c.command for c in fake.history] == ["squeue", "sacct"]
     squeue, sacct = fake.argvs()
-    assert squeue[-1] == "%i|%T|%r|%S|%U|%k" and squeue[squeue.index("-j") + 1] == ",".join(ids)
+    assert squeue[-1] == "%i|%V|%T|%r|%S|%U|%k" and squeue[squeue.index("-j") + 1] == ",".join(ids)
     assert sacct[-1].endswith(",Reason,UID,Comment") and sacct[sacct.index("-j") + 1] == "1,2,3,4,6,7"
     assert end(s, "1") == (C.DONE, C.FINISHED_REGULARLY, 0, None)
     assert end(s, "2") == (C.DONE, C.FINISHED_REGULARLY, 3, None)
@@ -119,13 +120,13 @@ def test_slurm_attach_is_one_squeue_and_one_sacct_and_gives_true_ends() -> None:
 
 
 def test_slurm_attached_job_cancelled_later_by_its_owner_or_root() -> None:
-    s, fake = slurm({"squeue": "5|RUNNING|None|x|1000|\n8|PENDING|JobHeldUser|N/A|1000|\n9|RUNNING|None|x|1000|\n",
+    s, fake = slurm({"squeue": "5|2026-01-01T00:00:00|RUNNING|None|x|1000|\n8|2026-01-01T00:00:00|PENDING|JobHeldUser|N/A|1000|\n9|2026-01-01T00:00:00|RUNNING|None|x|1000|\n",
                      "sacct": ""})
     s.attach(["5", "8", "9"])
-    fake.script("squeue", "5|CANCELLED|None|x|\n8|CANCELLED|JobHeldUser|x|\n9|CANCELLED|None|x|\n", when="-o")
-    fake.script("sacct", "5|CANCELLED by 1000|0:0|x|8|00:00.001||1|slurm|None|\n"
-                         "8|CANCELLED by 1000|0:0|None|0|00:00:00||1|None assigned|JobHeldUser|\n"
-                         "9|CANCELLED by 0|0:0|x|8|00:00.001||1|slurm|None|\n")
+    fake.script("squeue", "5|2026-01-01T00:00:00|CANCELLED|None|x|\n8|2026-01-01T00:00:00|CANCELLED|JobHeldUser|x|\n9|2026-01-01T00:00:00|CANCELLED|None|x|\n", when="-o")
+    fake.script("sacct", "5|2026-01-01T00:00:00|CANCELLED by 1000|0:0|x|8|00:00.001||1|slurm|None|\n"
+                         "8|2026-01-01T00:00:00|CANCELLED by 1000|0:0|None|0|00:00:00||1|None assigned|JobHeldUser|\n"
+                         "9|2026-01-01T00:00:00|CANCELLED by 0|0:0|x|8|00:00.001||1|slurm|None|\n")
     assert s.get_jobs_status(["5", "8", "9"]) == {"5": C.FAILED, "8": C.FAILED, "9": C.FAILED}
     assert s.get_job_exit_info("5")[0] == C.USER_KILLED and s.get_job_exit_info("8")[0] == C.EXIT_NOTRUN
     assert s.get_job_exit_info("9")[0] == C.EXIT_ABORTED
@@ -135,9 +136,9 @@ def test_slurm_attached_job_cancelled_later_by_its_owner_or_root() -> None:
 
 def test_slurm_without_accounting_cannot_tell_who_cancelled() -> None:
     disabled = (1, "", "sacct: error: Slurm accounting storage is disabled")
-    s, fake = slurm({"squeue": "5|RUNNING|None|x|1000|\n", "sacct": disabled})
+    s, fake = slurm({"squeue": "5|2026-01-01T00:00:00|RUNNING|None|x|1000|\n", "sacct": disabled})
     s.attach(["5"])
-    fake.script("squeue", "5|CANCELLED|None|x|\n", when="-o")
+    fake.script("squeue", "5|2026-01-01T00:00:00|CANCELLED|None|x|\n", when="-o")
     fake.script("squeue", "5                             0               00:00:08    slurm\n", when="-O")
     assert end(s, "5") == (C.FAILED, C.USER_KILLED, None, None)  # no record of who: its owner
     with pytest.raises(UnknownJobError, match="MinJobAge"):
@@ -151,7 +152,7 @@ def test_slurm_unknown_ids_attach_none() -> None:
     assert str(info.value) == ("Slurm does not know job 999999: it never had it, or no longer knows it "
                                "(sacct has no such job either)")
     assert info.value.job_id == "999999" and isinstance(info.value, KeyError)
-    fake.script("squeue", "5|RUNNING|None|x|1000|\n", when="-o")
+    fake.script("squeue", "5|2026-01-01T00:00:00|RUNNING|None|x|1000|\n", when="-o")
     with pytest.raises(UnknownJobError, match="jobs 999998, 999999:"):
         s.attach(["5", "999998", "999999"])
     with pytest.raises(UnknownJobError):
@@ -161,17 +162,17 @@ def test_slurm_unknown_ids_attach_none() -> None:
 def test_slurm_half_recorded_end_is_known_not_ended() -> None:
     """The accounting record of an end may lack its exit code a moment (a step still RUNNING): the job
     is known, and its end is taken once complete."""
-    half = ("128|FAILED|0:0|x|1|00:00:00||1|slurm|None|1000|\n"
-            "128.batch|RUNNING|0:0|x|1|00:00:00||1|slurm|||\n")
+    half = ("128|2026-01-01T00:00:00|FAILED|0:0|x|1|00:00:00||1|slurm|None|1000|\n"
+            "128.batch|2026-01-01T00:00:00|RUNNING|0:0|x|1|00:00:00||1|slurm|||\n")
     s, fake = slurm({"squeue": "", "sacct": half})
     s.attach(["128"])
     assert s.get_job_status("128") == C.UNDETERMINED
-    fake.script("sacct", "128|FAILED|1:0|x|1|00:00:00||1|slurm|None|\n128.batch|FAILED|1:0|x|1|00:00:00||1|slurm||\n")
+    fake.script("sacct", "128|2026-01-01T00:00:00|FAILED|1:0|x|1|00:00:00||1|slurm|None|\n128.batch|2026-01-01T00:00:00|FAILED|1:0|x|1|00:00:00||1|slurm||\n")
     assert end(s, "128") == (C.DONE, C.FINISHED_REGULARLY, 1, None)
 
 
 def test_slurm_known_ids_are_fine_and_cost_nothing() -> None:
-    s, fake = slurm({"sbatch": "42", "squeue": "42|PENDING|Priority|N/A|\n"})
+    s, fake = slurm({"sbatch": "42", "squeue": "42|2026-01-01T00:00:00|PENDING|Priority|N/A|\n"})
     [job_id] = s.job_submission([Job(command=["true"])])
     assert job_id is not None
     s.attach([job_id, job_id])

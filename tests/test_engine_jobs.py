@@ -127,7 +127,7 @@ def test_attach_takes_engine_ids_from_any_instance() -> None:
 
 def test_slurm_never_runs_a_command_for_an_engine_job() -> None:
     s = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0))
-    fake = ScriptedRunner({"sbatch": "41\n", "squeue": "41|RUNNING|None|x|\n", "sacct": ""})
+    fake = ScriptedRunner({"sbatch": "41\n", "squeue": "41|2026-01-01T00:00:00|RUNNING|None|x|\n", "sacct": ""})
     s.runner = fake
     ids = s.job_submission([barrier(), Job(command=["/bin/true"]), barrier()])
     assert ids[1] == "41" and looks_like_engine_id(ids[0]) and looks_like_engine_id(ids[2])

@@ -50,16 +50,16 @@ def _slurm_with(answers: Mapping[str, Answer], **cfg: object) -> tuple[slurm.Slu
 
 def test_slurm_poll_is_one_squeue_plus_one_sacct() -> None:
     squeue = "\n".join([
-        "1|PENDING|JobHeldUser|N/A|", "2|RUNNING|None|2026-01-01T00:00:00|", "3|COMPLETED|None|x|", "8|FAILED|JobLaunchFailure|x|(null)",
-        "4|FAILED|NonZeroExitCode|x|soma_launch_error: command not found: /x",
+        "1|2026-01-01T00:00:00|PENDING|JobHeldUser|N/A|", "2|2026-01-01T00:00:00|RUNNING|None|2026-01-01T00:00:00|", "3|2026-01-01T00:00:00|COMPLETED|None|x|", "8|2026-01-01T00:00:00|FAILED|JobLaunchFailure|x|(null)",
+        "4|2026-01-01T00:00:00|FAILED|NonZeroExitCode|x|soma_launch_error: command not found: /x",
     ])
     sacct = "\n".join([
-        "3|COMPLETED|0:0|2026-01-01T00:00:00|2|00:01.500||1|n1|None|", "3.batch|COMPLETED|0:0|x|2|00:01.500|91232K|1|n1||",
-        "4|FAILED|127:0|2026-01-01T00:00:00|1|00:00:00||1|n1|None|",
-        "5|CANCELLED by 1000|0:15|2026-01-01T00:00:00|9|00:00:00||1|n1|None|",
-        "6|TIMEOUT|0:0|2026-01-01T00:00:00|60|00:00:59||1|n1|None|",
-        "7|CANCELLED by 0|0:0|2026-01-01T00:00:00|0|00:00:00||1|None assigned|None|",
-        "8|FAILED|0:9|2026-01-01T00:00:00|0|00:00:00||1|n1|None|",
+        "3|2026-01-01T00:00:00|COMPLETED|0:0|2026-01-01T00:00:00|2|00:01.500||1|n1|None|", "3.batch|2026-01-01T00:00:00|COMPLETED|0:0|x|2|00:01.500|91232K|1|n1||",
+        "4|2026-01-01T00:00:00|FAILED|127:0|2026-01-01T00:00:00|1|00:00:00||1|n1|None|",
+        "5|2026-01-01T00:00:00|CANCELLED by 1000|0:15|2026-01-01T00:00:00|9|00:00:00||1|n1|None|",
+        "6|2026-01-01T00:00:00|TIMEOUT|0:0|2026-01-01T00:00:00|60|00:00:59||1|n1|None|",
+        "7|2026-01-01T00:00:00|CANCELLED by 0|0:0|2026-01-01T00:00:00|0|00:00:00||1|None assigned|None|",
+        "8|2026-01-01T00:00:00|FAILED|0:9|2026-01-01T00:00:00|0|00:00:00||1|n1|None|",
     ])
     s, fake = _slurm_with({"squeue": squeue, "sacct": sacct, "scancel": ""})
     for i in "12345678":
@@ -81,7 +81,7 @@ def test_slurm_poll_is_one_squeue_plus_one_sacct() -> None:
 
 def test_slurm_output_cut_short_is_not_believed() -> None:
     # "13:0" cut to "1": the last line has no newline, so it is ignored, not read as exit 1
-    s, fake = _slurm_with({"squeue": "", "sacct": "5|COMPLETED|0:0|x|1|00:00:00||1|n1|None|\n6|FAILED|1"})
+    s, fake = _slurm_with({"squeue": "", "sacct": "5|2026-01-01T00:00:00|COMPLETED|0:0|x|1|00:00:00||1|n1|None|\n6|2026-01-01T00:00:00|FAILED|1"})
     fake.ensure_newline = False
     s.track_job("5")
     s.track_job("6")
@@ -124,11 +124,11 @@ def test_slurm_output_cut_at_any_byte_never_gives_a_wrong_end() -> None:
 def test_slurm_half_written_accounting_record_is_not_believed() -> None:
     """Recorded in a CI run (Slurm 22.05 under load): sacct had the job's end but not yet its exit
     code (``FAILED|0:0``, ``.batch`` still ``RUNNING``); slurmctld had logged WEXITSTATUS 1."""
-    half = ("128|FAILED|0:0|2026-11-25T03:53:24|1|00:00:00||1|slurm|None|\n"
-            "128.batch|RUNNING|0:0|2026-11-25T03:53:24|1|00:00:00||1|slurm||\n")
-    full = ("128|FAILED|1:0|2026-11-25T03:53:24|1|00:00:00||1|slurm|None|\n"
-            "128.batch|FAILED|1:0|2026-11-25T03:53:24|1|00:00:00||1|slurm||\n")
-    fake = ScriptedRunner({"squeue": "128|FAILED|NonZeroExitCode|2026-11-25T03:53:24|soma_token:x\n",
+    half = ("128|2026-01-01T00:00:00|FAILED|0:0|2026-11-25T03:53:24|1|00:00:00||1|slurm|None|\n"
+            "128.batch|2026-01-01T00:00:00|RUNNING|0:0|2026-11-25T03:53:24|1|00:00:00||1|slurm||\n")
+    full = ("128|2026-01-01T00:00:00|FAILED|1:0|2026-11-25T03:53:24|1|00:00:00||1|slurm|None|\n"
+            "128.batch|2026-01-01T00:00:00|FAILED|1:0|2026-11-25T03:53:24|1|00:00:00||1|slurm||\n")
+    fake = ScriptedRunner({"squeue": "128|2026-01-01T00:00:00|FAILED|NonZeroExitCode|2026-11-25T03:53:24|soma_token:x\n",
                            "sacct": half}, ensure_newline=False)
     s = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, options={"accounting_grace": 0.3}))
     s.runner = fake
@@ -151,8 +151,8 @@ def test_slurm_record_without_its_batch_step_is_not_believed() -> None:
     """Recorded on slurm-cluster with 4 clients under load (2026-11-29): squeue said
     ``FAILED|NonZeroExitCode`` while sacct had ``FAILED|0:0`` and no ``.batch`` line yet; the job
     ran ``exit 3``. Reported done/0 before; now squeue's exit code after the grace."""
-    squeue = "1441|FAILED|NonZeroExitCode|2026-11-29T20:16:13|soma_token:65ae9bcc\n"
-    half = "1441|FAILED|0:0|2026-11-29T20:16:13|1|00:00:00||1|c2|None|\n"
+    squeue = "1441|2026-01-01T00:00:00|FAILED|NonZeroExitCode|2026-11-29T20:16:13|soma_token:65ae9bcc\n"
+    half = "1441|2026-01-01T00:00:00|FAILED|0:0|2026-11-29T20:16:13|1|00:00:00||1|c2|None|\n"
     fake = ScriptedRunner({"squeue": squeue, "sacct": half}, ensure_newline=False)
     fake.script("squeue", "1441             768             0:00                    c2\n", when="-O")
     s = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, options={"accounting_grace": 0.3}))
@@ -162,7 +162,7 @@ def test_slurm_record_without_its_batch_step_is_not_believed() -> None:
     time.sleep(0.35)
     assert s.get_job_exit_info("1441")[:3] == (C.FINISHED_REGULARLY, 3, None)
     # the complete record, when it comes in time, is believed at once
-    full = half.replace("FAILED|0:0", "FAILED|3:0") + "1441.batch|FAILED|3:0|x|1|00:00:00||1|c2||\n"
+    full = half.replace("FAILED|0:0", "FAILED|3:0") + "1441.batch|2026-01-01T00:00:00|FAILED|3:0|x|1|00:00:00||1|c2||\n"
     s2 = slurm.SlurmScheduler(SchedulerConfig(status_cache_seconds=0, options={"accounting_grace": 30}))
     s2.runner = ScriptedRunner({"squeue": squeue, "sacct": full}, ensure_newline=False)
     s2.track_job("1441")
@@ -331,11 +331,11 @@ def test_fixtures_are_real_recordings(version: str) -> None:
                                                                       "version"}
 
 
-@pytest.mark.xfail(strict=True, reason="the launch error's Comment is only in squeue (the images' "
-                   "accounting has no AccountingStoreFlags=job_comment): once MinJobAge has passed, "
-                   "sacct's FAILED 127:0 reads as the program's exit 127")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_recorded_launch_error_after_min_job_age(version: str) -> None:
+    """The launch error's Comment is in sacct too (the images keep Comments in accounting:
+    ``AccountingStoreFlags=job_comment``): once MinJobAge has passed, sacct's FAILED 127:0 is
+    still read as a launch error, not as the program's exit 127."""
     rec = recorded(version, "poll_all")
     job_id = rec["cases"]["launch_error"]
     s = replay(rec, list(rec["cases"].values()))
@@ -369,8 +369,8 @@ def test_slurm_lost_array_answer_is_found_by_its_token() -> None:
 def test_slurm_pending_task_cancelled_alone_ends_before_running() -> None:
     # squeue -r lists the pending task; after scancel it is in neither squeue nor sacct (22.05)
     s, fake = _slurm_with({"scontrol": _CONFIG, "sbatch": "7\n", "scancel": "",
-                           "squeue": ["7_0|PENDING|JobHeldUser|N/A|tok\n7_1|PENDING|JobHeldUser|N/A|tok\n",
-                                      "7_1|PENDING|JobHeldUser|N/A|tok\n", "7_1|PENDING|JobHeldUser|N/A|tok\n"],
+                           "squeue": ["7_0|2026-01-01T00:00:00|PENDING|JobHeldUser|N/A|tok\n7_1|2026-01-01T00:00:00|PENDING|JobHeldUser|N/A|tok\n",
+                                      "7_1|2026-01-01T00:00:00|PENDING|JobHeldUser|N/A|tok\n", "7_1|2026-01-01T00:00:00|PENDING|JobHeldUser|N/A|tok\n"],
                            "sacct": ""})
     ids = s.job_submission([Job(command=["true"], hold=True), Job(command=["true"], hold=True)])
     assert s.get_jobs_status(ids) == dict.fromkeys(ids, C.USER_ON_HOLD)

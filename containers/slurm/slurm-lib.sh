@@ -21,7 +21,13 @@ render_slurm_conf() {
     if [ "$role" = all ]; then
         echo "NodeName=$host CPUs=${SLURM_CPUS:-16} RealMemory=${SLURM_REALMEMORY:-8192} State=UNKNOWN" >> "$SLURM_CONF"
     fi
-    echo "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP" >> "$SLURM_CONF"
+    # debug: every test's partition (never preempted: nothing outranks it but "high", which
+    # only the preemption test uses); low/high: the preemption test's (README.md, "Life events").
+    cat >> "$SLURM_CONF" <<'EOF'
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=low Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=high Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
+EOF
     chmod 644 "$SLURM_CONF"
 }
 

@@ -12,6 +12,11 @@ name), whose methods carry the rules:
 * :meth:`SacctJob.exit`: ``ExitCode`` ``code:signal`` as ``(exit_code, term_sig)``;
 * :meth:`SacctJob.half_written`: the record is not complete yet (a live step, or ``FAILED`` with
   exit ``0:0`` on a job that started: slurmdbd has the end but not yet the exit code).
+
+One id may have several records (:func:`query_sacct_records` with ``sacct -D``): each run of a
+requeued job (``REQUEUED``, ``PREEMPTED``, ``NODE_FAIL``, then the rerun's), and each job given the
+id again after the controller lost its state (ids start again; slurmdbd keeps the old records).
+:func:`pick_record` chooses one job's record among them.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from ..runner import CommandRunner
 from ..usage import format_usage, memory_to_kb, parse_hms
 
 __all__ = [
-    "ABORTED", "ENDED", "LIVE", "SacctJob", "SacctLine", "complete_lines", "parse_exit_code", "query_sacct",
-    "run_sacct", "split_sacct", "split_state",
+    "ABORTED", "ENDED", "LIVE", "TOKEN_MARK", "SacctJob", "SacctLine", "complete_lines", "parse_exit_code",
+    "pick_record", "query_sacct", "query_sacct_records", "run_sacct", "split_sacct", "split_state",
 ]
+
+#: The start of the token a submission puts in its job's Comment (``--comment``).
+TOKEN_MARK = "soma_token:"
 
 #: End states in which Slurm ended the job itself (a limit, a node failure...): ``aborted``.
 ABORTED = frozenset({"TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "REVOKED"})
@@ -202,30 +210,50 @@ class SacctJob:
         return live or (self.started() and self.state == "FAILED" and self["ExitCode"] in ("0:0", ""))
 
 
-def query_sacct(runner: CommandRunner, ids: Sequence[str], fields: Sequence[str],
-                select: Sequence[str] = ()) -> dict[str, SacctJob] | None:
-    """One ``sacct -n -P`` for ``ids`` (``select``: other selecting options), its records by job id;
-    None when accounting storage is disabled. ``fields`` are sacct field names, ``JobIDRaw`` (or
-    ``JobID``, for array tasks: ``12_3``) first; ``Comment`` (which may hold ``|``) can only be last. Lines cut short are dropped, and so
-    are steps without their job's line."""
+def query_sacct_records(runner: CommandRunner, ids: Sequence[str], fields: Sequence[str],
+                        select: Sequence[str] = ()) -> dict[str, list[SacctJob]] | None:
+    """One ``sacct -n -P`` for ``ids`` (``select``: other selecting options, e.g. ``-D -j IDS`` for
+    every record of each id), each id's records in sacct's order, each with the steps listed after
+    it; None when accounting storage is disabled. ``fields`` are sacct field names, ``JobIDRaw`` (or
+    ``JobID``, for array tasks: ``12_3``) first; ``Comment`` (which may hold ``|``) can only be last.
+    Lines cut short are dropped, and so are steps without their job's line."""
     if fields[0] not in ("JobIDRaw", "JobID") or "Comment" in fields[:-1]:
         raise ValueError(f"sacct fields must start with JobIDRaw or JobID and end with Comment if any: {fields}")
     out = run_sacct(runner, ids, ",".join(fields), select)
     if out is None:
         return None
-    jobs: dict[str, SacctJob] = {}
-    steps: dict[str, list[SacctLine]] = {}
+    records: dict[str, list[SacctJob]] = {}
     for text in complete_lines(out):
         values = text.split("|", len(fields) - 1)
         if len(values) < len(fields):
             continue
         line = SacctLine(dict(zip(fields, values, strict=True)))
         base, _, step = values[0].partition(".")
-        if step:
-            steps.setdefault(base, []).append(line)
-        else:
-            jobs[base] = SacctJob(line)
-    for base, lines in steps.items():
-        if base in jobs:
-            jobs[base].steps = lines
-    return jobs
+        if not step:
+            records.setdefault(base, []).append(SacctJob(line))
+        elif base in records:
+            records[base][-1].steps.append(line)
+    return records
+
+
+def query_sacct(runner: CommandRunner, ids: Sequence[str], fields: Sequence[str],
+                select: Sequence[str] = ()) -> dict[str, SacctJob] | None:
+    """:func:`query_sacct_records`, the last record of each id (sacct gives only the newest one of
+    an id unless asked ``-D``)."""
+    records = query_sacct_records(runner, ids, fields, select)
+    return None if records is None else {job_id: runs[-1] for job_id, runs in records.items()}
+
+
+def pick_record(records: Sequence[SacctJob], token: str | None = None, since: str = "",
+                before: str = "") -> SacctJob | None:
+    """The newest (by ``Submit``, then sacct's order) of one job's ``records`` (``sacct -D``), less
+    those of other jobs given its id: a Comment holding another submission's token than ``token``,
+    a ``Submit`` before ``since`` (the job's own, as squeue gave it: an older job's record) or from
+    ``before`` on (when squeue showed another job under the id, submitted then). A requeued job's
+    records all carry its token and its reruns' ``Submit`` times are later than its first. None when
+    no record is the job's."""
+    ours = [r for r in records
+            if not (token and r["Comment"].startswith(TOKEN_MARK) and r["Comment"] != token)
+            and (not since or r["Submit"] >= since) and (not before or r["Submit"] < before)]
+    ours.sort(key=lambda r: r["Submit"])  # ISO times, the controller's clock; stable for equal ones
+    return ours[-1] if ours else None

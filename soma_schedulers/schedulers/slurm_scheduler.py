@@ -12,6 +12,14 @@ Attach (jobs of other processes): the poll's ``squeue`` and ``sacct``, asking al
 uid (``%U``, ``UID``). ``sacct``'s ``State`` says who cancelled a job (``CANCELLED by <uid>``): its
 owner's cancellation is a kill by the user. Without accounting only ``squeue`` knows the jobs, until
 ``MinJobAge`` seconds after their end, and nothing says who cancelled one.
+
+One id, several jobs: a controller that lost its state gives old ids again, while slurmdbd keeps
+the old jobs' records. Each submission's job carries a token in its Comment (squeue shows it;
+sacct too with ``AccountingStoreFlags=job_comment``): a squeue line of another token is another
+job (the one we follow is then gone), and of an id's accounting records (``sacct -D``) the poll
+takes the newest one of our job (:func:`~.slurm_accounting.pick_record`: its token, submitted no
+sooner than squeue showed our job, before the other job squeue showed). The newest is also the
+last run of a requeued job, whose earlier runs have records (``REQUEUED``, ``PREEMPTED``) of their own.
 """
 
 from __future__ import annotations
@@ -35,10 +43,12 @@ from ..usage import format_usage, parse_hms
 from .slurm_accounting import (
     ABORTED,
     ENDED,
+    TOKEN_MARK,
     SacctJob,
     complete_lines,
     parse_exit_code,
-    query_sacct,
+    pick_record,
+    query_sacct_records,
     run_sacct,
     split_sacct,
     split_state,
@@ -48,7 +58,6 @@ from .slurm_accounting import (
 __all__ = ["SlurmScheduler", "complete_lines", "parse_exit_code", "run_sacct", "split_sacct", "split_state"]
 
 LAUNCH_MARK = "soma_launch_error"
-TOKEN_MARK = "soma_token:"
 _JOB_ID = re.compile(r"\d+(_\d+)?")
 #: Slurm's default MaxArraySize (task indices 0 to 1000).
 DEFAULT_MAX_ARRAY_SIZE = 1001
@@ -104,6 +113,9 @@ class SlurmScheduler(CommandLineScheduler):
         self.accounting_grace = float(self.config.options.get("accounting_grace", 10.0))
         self._max_array_size: int | None = None
         self._cancelled_waiting: set[str] = set()  # array tasks cancelled while pending: they vanish
+        self._tokens: dict[str, str] = {}  # job -> the token in its Comment
+        self._submitted: dict[str, str] = {}  # job -> its Submit time, as squeue first showed it
+        self._reused: dict[str, str] = {}  # job -> Submit time of another job squeue showed under its id
 
     # -- submission -------------------------------------------------------------------------
     def sbatch_argv(self, job: Job) -> list[str]:
@@ -141,10 +153,11 @@ class SlurmScheduler(CommandLineScheduler):
         return build_script(job, self.directives(job) if directives else [], report=report)
 
     def submit_one(self, job: Job) -> str:
-        return self._sbatch(self.sbatch_argv(job), self.job_script(job), "the job")
+        return self._sbatch(self.sbatch_argv(job), self.job_script(job), "the job")[0]
 
-    def _sbatch(self, argv: list[str], script: str, what: str) -> str:
-        """Run ``argv`` (an sbatch) with ``script`` on stdin; the job id (an array's: its own id)."""
+    def _sbatch(self, argv: list[str], script: str, what: str, tasks: int = 0) -> list[str]:
+        """Run ``argv`` (an sbatch) with ``script`` on stdin; the job's id (``tasks``: the ids of
+        an array's first ``tasks`` tasks), each then known by the submission's token."""
         # A token in the job's Comment finds the job again when sbatch's answer is lost
         # (timeout, dropped connection, cut output): a submission is never retried blindly.
         token = f"{TOKEN_MARK}{uuid.uuid4().hex}"
@@ -157,8 +170,11 @@ class SlurmScheduler(CommandLineScheduler):
             return SubmissionError(f"sbatch refused {what}: {exc.stderr.strip() or exc}")
 
         # surrogateescape: a str made from non-UTF-8 bytes (os.fsdecode) gives those bytes back
-        return self.submit_with_token([*argv, f"--comment={token}"], script.encode("utf-8", "surrogateescape"),
-                                      token, job_id_of, refused)
+        job_id = self.submit_with_token([*argv, f"--comment={token}"], script.encode("utf-8", "surrogateescape"),
+                                        token, job_id_of, refused)
+        ids = [f"{job_id}_{n}" for n in range(tasks)] if tasks else [job_id]
+        self._tokens.update(dict.fromkeys(ids, token))
+        return ids
 
     def job_with_token(self, token: str) -> str | None:
         """The id of this user's job (or array: its own id) whose Comment is ``token`` (one ``squeue``)."""
@@ -211,8 +227,7 @@ class SlurmScheduler(CommandLineScheduler):
         argv.append(f"--array=0-{len(jobs) - 1}")
         script = array_script([self.job_script(job, directives=False) for job in jobs], "$SLURM_ARRAY_TASK_ID",
                               directives=self.directives(jobs[0]))
-        array_id = self._sbatch(argv, script, f"the array of {len(jobs)} jobs")
-        return [f"{array_id}_{n}" for n in range(len(jobs))]
+        return self._sbatch(argv, script, f"the array of {len(jobs)} jobs", tasks=len(jobs))
 
     # -- polling --------------------------------------------------------------------------------
     def query_jobs(self, ids: Sequence[str]) -> dict[str, Observation]:
@@ -242,15 +257,15 @@ class SlurmScheduler(CommandLineScheduler):
         ended: dict[str, str] = {}  # id -> squeue state, for jobs squeue shows as ended
         out = self._squeue(ids, owners is not None)
         for line in complete_lines(out):
-            parts = line.split("|", 5 if owners is not None else 4)
-            if owners is not None and len(parts) == 6:
-                owners[parts[0]] = parts.pop(4)
-            if len(parts) < 5:
+            parts = line.split("|", 6 if owners is not None else 5)
+            if len(parts) < (7 if owners is not None else 6):
                 continue
-            job_id, state, reason, _start, comment = parts
+            job_id, submit, state, reason, _start, *owner, comment = parts
             state = state.split()[0] if state else ""
-            if job_id not in ids:
+            if job_id not in ids or not self._ours(job_id, comment, submit):
                 continue
+            if owners is not None:
+                owners[job_id] = owner[0]
             # (Reason "JobLaunchFailure" is no proof: 22.05 also gives it to a job whose
             # batch shell dies of a signal at once.)
             if comment.startswith(LAUNCH_MARK):
@@ -272,8 +287,25 @@ class SlurmScheduler(CommandLineScheduler):
             result.update(self._finished(finished, ended, owners))
         return result
 
+    def _ours(self, job_id: str, comment: str, submit: str) -> bool:
+        """Whether a squeue line of ``job_id`` is the job we follow: not when its Comment holds
+        another submission's token (the controller gave the id again); remember then when that
+        other job was submitted. Ours: remember its token (an attached job's) and Submit time."""
+        token = self._tokens.get(job_id)
+        if comment.startswith(TOKEN_MARK):
+            if token is not None and comment != token:
+                if job_id not in self._reused and self.logger:
+                    self.logger.warning("job %s: Slurm gave its id to another job (submitted %s)", job_id, submit)
+                self._reused.setdefault(job_id, submit)
+                return False
+            self._tokens[job_id] = comment
+        if submit and job_id not in self._reused:
+            self._submitted.setdefault(job_id, submit)
+        return True
+
     def _squeue(self, ids: Sequence[str], owners: bool = False) -> str:
-        fields = "%i|%T|%r|%S|%U|%k" if owners else "%i|%T|%r|%S|%k"  # the Comment last: it may hold "|"
+        # the Comment last: it may hold "|"
+        fields = "%i|%V|%T|%r|%S|%U|%k" if owners else "%i|%V|%T|%r|%S|%k"
         argv = ["squeue", "-h", *_tasks_apart(ids), "-t", "all", "-j", ",".join(ids), "-o", fields]
         try:
             return self.runner.run(argv).stdout
@@ -322,7 +354,7 @@ class SlurmScheduler(CommandLineScheduler):
         )
 
     #: The sacct fields of the poll (``UID`` too for attach, before the Comment, which may hold "|").
-    SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Start", "ElapsedRaw", "TotalCPU", "MaxRSS", "NCPUS",
+    SACCT_FIELDS = ("JobIDRaw", "Submit", "State", "ExitCode", "Start", "ElapsedRaw", "TotalCPU", "MaxRSS", "NCPUS",
                     "NodeList", "Reason", "Comment")
 
     def _sacct(self, ids: list[str], owners: dict[str, str] | None = None,
@@ -330,14 +362,16 @@ class SlurmScheduler(CommandLineScheduler):
         fields = self.SACCT_FIELDS if owners is None else (*self.SACCT_FIELDS[:-1], "UID", "Comment")
         if any("_" in i for i in ids):
             fields = ("JobID", *fields[1:])  # an array task's record: JobID 12_3 (its JobIDRaw is its own)
-        jobs = query_sacct(self.runner, ids, fields)
-        if jobs is None:
+        # -D: every record of each id (runs of a requeued job, jobs given the id again); ours is picked
+        records = query_sacct_records(self.runner, ids, fields, ["-D", "-j", ",".join(ids)])
+        if records is None:
             self._accounting = False
             return {}
         self._accounting = True
         result: dict[str, Observation] = {}
         for job_id in ids:
-            job = jobs.get(job_id)
+            job = pick_record(records.get(job_id, []), self._tokens.get(job_id), self._submitted.get(job_id, ""),
+                              self._reused.get(job_id, ""))
             if job is None:
                 continue
             if owners is not None and job.owner() is not None:
@@ -401,6 +435,8 @@ class SlurmScheduler(CommandLineScheduler):
 
     def on_end(self, job_id: str) -> None:
         self._cancelled_waiting.discard(job_id)
+        for per_job in (self._tokens, self._submitted, self._reused):
+            per_job.pop(job_id, None)
 
     def __repr__(self) -> str:
         prefix = shlex.join(self.runner.prefix) if self.runner.prefix else "local"

@@ -18,8 +18,8 @@ retry policy (``retries``, ``backoff``), ``prefix``, ``describe()``,
 
     fake = ScriptedRunner({
         "sbatch": "42",                                  # stdout, exit status 0
-        "squeue": ["42|PENDING|Priority|N/A|",           # one answer per poll, in order
-                   "42|RUNNING|None|2026-01-01T00:00:00|"],
+        "squeue": ["42|2026-01-01T00:00:00|PENDING|Priority|N/A|",           # one answer per poll, in order
+                   "42|2026-01-01T00:00:00|RUNNING|None|2026-01-01T00:00:00|"],
         "scancel": (1, "", "scancel: error: Invalid job id specified"),  # status, stdout, stderr
     })
     scheduler = SlurmScheduler(SchedulerConfig(status_cache_seconds=0))
