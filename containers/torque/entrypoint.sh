@@ -11,6 +11,8 @@
 #                       "c1 c2"); MOMs trust them ($pbsclient) for multi-node jobs
 #   TORQUE_NP           np declared per node (default 16: more jobs than cores run at once)
 #   TORQUE_READY_TIMEOUT  seconds before giving up (default 180)
+#   TORQUE_PROLOGALARM  the MOM's $prologalarm (default 30; Torque's is 300): also how long the
+#                       MOM waits before sending again the obit of a job whose end it lost (README)
 #
 # Configuration is written for $(hostname -s) at every start. The first start (no serverdb)
 # runs `pbs_server -t create` and the qmgr set-up (queue batch, keep_completed so finished jobs
@@ -52,6 +54,7 @@ cat > "$TORQUE_HOME/mom_priv/config" <<EOF
 \$status_update_time 2
 \$check_poll_time 2
 \$usecp *:/ /
+\$prologalarm ${TORQUE_PROLOGALARM:-30}
 EOF
 # Sister MOMs of a multi-node job must accept each other (the server's list may come too late).
 for n in ${TORQUE_NODES:-}; do echo "\$pbsclient $n" >> "$TORQUE_HOME/mom_priv/config"; done

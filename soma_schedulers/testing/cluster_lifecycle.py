@@ -227,12 +227,13 @@ class DrmsCluster:
         out = (raw_out or b"").decode("utf-8", errors="replace")
         return (rc if rc is not None else -1), out
 
-    def logs(self, focus: Sequence[str] = ()) -> str:
+    def logs(self, focus: Sequence[str] = (), pending: Sequence[str] = ()) -> str:
         """Container logs plus the daemon log files, each container within its own budget, the
-        lines naming the ``focus`` job ids first (:mod:`.cluster_logs`), for failure reports."""
+        lines naming the ``pending`` then the ``focus`` job ids first (:mod:`.cluster_logs`), for
+        failure reports."""
         from .cluster_logs import cluster_logs
 
-        return cluster_logs(self, focus)
+        return cluster_logs(self, focus, pending)
 
     # -- teardown ---------------------------------------------------------
 

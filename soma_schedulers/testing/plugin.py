@@ -35,6 +35,7 @@ from ..config import BridgeConfig, SchedulerConfig, load_config
 from ..errors import DRMError
 from ..scheduler import build_scheduler, get_scheduler_implementation
 from . import backend_checks
+from .cluster_logs import report_focus
 from .results import CASE_PROPERTY, TARGET_PROPERTY, Results, TargetInfo, case_name
 from .selection import SelectionError, Wanted, select_targets
 from .target import Target
@@ -248,11 +249,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and report.when == "call" and isinstance(target, Target):
         cluster = getattr(target, "cluster", None)
         if cluster is not None:
-            # the jobs of this case (the last ones first), and ids the failure message names
-            mine = target.submitted[item.stash.get(_FIRST_ID, 0):][-20:]
-            named = [i for i in target.submitted[-500:] if i in str(report.longrepr)][-20:]
+            # the jobs the failure says are not ended, then this case's, then ids the failure names
+            raised = call.excinfo.value if call.excinfo else None
+            pending, focus = report_focus(target.submitted[item.stash.get(_FIRST_ID, 0):], target.submitted[-500:],
+                                          str(report.longrepr), getattr(raised, "pending", ()))
             try:
-                report.sections.append(("DRMS daemon logs", cluster.logs(focus=[*reversed(mine), *named])))
+                report.sections.append(("DRMS daemon logs", cluster.logs(focus=focus, pending=pending)))
             except Exception as exc:  # logs are a help, never a second failure
                 report.sections.append(("DRMS daemon logs", f"unavailable: {exc}"))
 

@@ -13,7 +13,16 @@ from typing import Any
 from .. import constants as C
 from ..scheduler import Scheduler
 
-__all__ = ["Target", "wait_for_end"]
+__all__ = ["JobsNotEnded", "Target", "wait_for_end"]
+
+
+class JobsNotEnded(AssertionError):
+    """Jobs not ended (or not in the awaited state) after a wait; ``pending`` maps each id to its
+    last status (a failure report shows those jobs' DRMS log lines first)."""
+
+    def __init__(self, message: str, pending: dict[str, str]) -> None:
+        super().__init__(message)
+        self.pending = pending
 
 
 @dataclass
@@ -85,7 +94,7 @@ def wait_for_end(
             return status
         if time.monotonic() > deadline:
             pending = {i: s for i, s in status.items() if s not in C.END_STATES}
-            raise AssertionError(f"{len(pending)} job(s) not ended after {timeout:g} s: {pending}")
+            raise JobsNotEnded(f"{len(pending)} job(s) not ended after {timeout:g} s: {pending}", pending)
         time.sleep(poll)
 
 
@@ -99,5 +108,5 @@ def wait_for_status(
         if status in wanted or status in C.END_STATES:
             return status
         if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} still {status!r} after {timeout:g} s")
+            raise JobsNotEnded(f"job {job_id} still {status!r} after {timeout:g} s", {job_id: status})
         time.sleep(poll)
