@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import constants as C
+from ..job import Job
 from ..scheduler import Scheduler
 
-__all__ = ["RERUN_SCRIPT", "Tally", "Watch", "rerun_command", "runs_of"]
+__all__ = ["RERUN_SCRIPT", "Tally", "Watch", "rerun_command", "runs_of", "submit_one"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,13 @@ def runs_of(counter: str | Path) -> int:
         return int(Path(counter).read_text().strip() or 0)
     except (FileNotFoundError, ValueError):
         return 0
+
+
+def submit_one(scheduler: Scheduler, job: Job) -> str:
+    """Submit ``job`` alone and return its id (AssertionError with the DRMS's reason if refused)."""
+    [job_id] = scheduler.job_submission([job])
+    assert job_id is not None, getattr(scheduler, "last_submission_errors", None)
+    return job_id
 
 
 @dataclass

@@ -12,6 +12,15 @@ import pytest
 from soma_schedulers.testing import docker_harness as dh
 
 
+def run_as_root(cluster: dh.DrmsCluster, script: str, container: Any | None = None, login: bool = False) -> str:
+    """Run ``script`` with bash as root in the controller (or ``container``); its output, or
+    AssertionError naming the script and its output when it fails. ``login``: a login shell
+    (the PBS images put their commands on PATH through /etc/profile)."""
+    rc, out = cluster.exec(["bash", "-lc" if login else "-c", script], container=container)
+    assert rc == 0, f"{script}: {out}"
+    return out
+
+
 def start_or_skip(name: str, mount_source: bool = False) -> dh.DrmsCluster:
     """Start cluster ``name`` (printing the harness's progress), or skip saying why it cannot;
     ``mount_source``: with this checkout at :data:`~soma_schedulers.testing.docker_harness.SOURCE_MOUNT`."""

@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from image_clusters import start_or_skip  # tests/containers/image_clusters.py
+from image_clusters import run_as_root, start_or_skip  # tests/containers/image_clusters.py
 
 from soma_schedulers import BridgeConfig, Job, SchedulerConfig
 from soma_schedulers import constants as C
 from soma_schedulers.schedulers.pbspro_scheduler import PBSProScheduler, TorqueScheduler
 from soma_schedulers.testing import docker_harness as dh
-from soma_schedulers.testing.life_events import Tally, Watch, rerun_command, runs_of
+from soma_schedulers.testing.life_events import Tally, Watch, rerun_command, runs_of, submit_one
 
 pytestmark = pytest.mark.drms
 
@@ -65,16 +65,9 @@ def _scheduler(cluster: dh.DrmsCluster, undetermined_timeout: float = 120.0, **o
                                options=options))
 
 
-def _submit(sched: PBSProScheduler, job: Job) -> str:
-    [job_id] = sched.job_submission([job])
-    assert job_id is not None, sched.last_submission_errors
-    return job_id
 
-
-def _root(cluster: dh.DrmsCluster, script: str, container: Any | None = None) -> str:
-    rc, out = cluster.exec(["bash", "-lc", script], container=container)
-    assert rc == 0, f"{script}: {out}"
-    return out
+def _root(cluster: dh.DrmsCluster, script: str, container: object | None = None) -> str:
+    return run_as_root(cluster, script, container, login=True)
 
 
 def _records(cluster: dh.DrmsCluster, job_id: str) -> str:
@@ -104,7 +97,7 @@ def test_qrerun_by_administrator(cluster: dh.DrmsCluster) -> None:
     work = Path(cluster.make_workdir(f"rerun-{uuid.uuid4().hex[:8]}"))
     counter = work / "runs"
     with _scheduler(cluster) as sched:
-        job_id = _submit(sched, Job(command=rerun_command(counter, 600, 7)))
+        job_id = submit_one(sched, Job(command=rerun_command(counter, 600, 7)))
         watch = Watch(sched, job_id)
         _wait_run(watch, counter, 1)
         _root(cluster, "qmgr -c 'set server scheduling = False'")
@@ -129,7 +122,7 @@ def test_qrerun_by_administrator(cluster: dh.DrmsCluster) -> None:
 def test_walltime_limit(cluster: dh.DrmsCluster) -> None:
     """``-l walltime=00:00:05`` on a 600 s sleep: ``failed`` / ``aborted``, the reason names walltime."""
     with _scheduler(cluster) as sched:
-        job_id = _submit(sched, Job(command=["sleep", "600"], native_specification="-l walltime=00:00:05"))
+        job_id = submit_one(sched, Job(command=["sleep", "600"], native_specification="-l walltime=00:00:05"))
         watch = Watch(sched, job_id)
         started = time.monotonic()
         watch.until_ended(timeout=180)
@@ -172,7 +165,7 @@ def test_mom_killed_with_its_job_then_restarted(cluster: dh.DrmsCluster) -> None
     counter = work / "runs"
     # Torque: pbsnodes every 2 s at most (OPTION_MOM_LOST_AFTER / 4), a MOM silent for 16 s stopped
     with _scheduler(cluster, mom_lost_after="8") as sched:
-        job_id = _submit(sched, Job(command=rerun_command(counter, 600, 7)))
+        job_id = submit_one(sched, Job(command=rerun_command(counter, 600, 7)))
         watch = Watch(sched, job_id)
         _wait_run(watch, counter, 1)
         attrs = _session_known(sched, job_id)
@@ -226,7 +219,7 @@ def test_mom_lost_for_good(cluster: dh.DrmsCluster) -> None:
     container = None
     try:
         with _scheduler(cluster, undetermined_timeout=30.0, mom_lost_after="8") as sched:
-            job_id = _submit(sched, Job(command=rerun_command(counter, 600, 7)))
+            job_id = submit_one(sched, Job(command=rerun_command(counter, 600, 7)))
             watch = Watch(sched, job_id)
             _wait_run(watch, counter, 1)
             attrs = _session_known(sched, job_id)

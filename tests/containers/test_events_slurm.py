@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from image_clusters import start_or_skip  # tests/containers/image_clusters.py
+from image_clusters import run_as_root, start_or_skip  # tests/containers/image_clusters.py
 
 from soma_schedulers import BridgeConfig, Job, SchedulerConfig
 from soma_schedulers import constants as C
 from soma_schedulers.schedulers.slurm_scheduler import SlurmScheduler
 from soma_schedulers.testing import docker_harness as dh
-from soma_schedulers.testing.life_events import Tally, Watch, rerun_command, runs_of
+from soma_schedulers.testing.life_events import Tally, Watch, rerun_command, runs_of, submit_one
 
 pytestmark = pytest.mark.drms
 
@@ -67,16 +67,9 @@ def _scheduler(cluster: dh.DrmsCluster, undetermined_timeout: float = 120.0) -> 
                                           status_cache_seconds=0.0, undetermined_timeout=undetermined_timeout))
 
 
-def _submit(sched: SlurmScheduler, job: Job) -> str:
-    [job_id] = sched.job_submission([job])
-    assert job_id is not None, sched.last_submission_errors
-    return job_id
-
 
 def _root(cluster: dh.DrmsCluster, script: str, container: object | None = None) -> str:
-    rc, out = cluster.exec(["bash", "-c", script], container=container)
-    assert rc == 0, f"{script}: {out}"
-    return out
+    return run_as_root(cluster, script, container, login=False)
 
 
 def _records(cluster: dh.DrmsCluster, job_id: str) -> str:
@@ -165,7 +158,7 @@ def started(cluster: dh.DrmsCluster) -> Iterator[Started]:
         }
         if len(nodes) > 1:
             jobs["lost"] = Job(command=rerun_command(counters["lost"], 600, 7), native_specification=f"--nodelist={nodes[0]}")
-        watches = {name: Watch(sched, _submit(sched, job)) for name, job in jobs.items()}
+        watches = {name: Watch(sched, submit_one(sched, job)) for name, job in jobs.items()}
         for name in ("requeued", "low", "lost")[:len(jobs) - 1]:
             _wait_run(watches[name], counters[name], 1)
         if "lost" in jobs:
@@ -173,7 +166,7 @@ def started(cluster: dh.DrmsCluster) -> Iterator[Started]:
         _root(cluster, f"scontrol requeue {watches['requeued'].job_id}")
         watches["requeued"].until(lambda s: s == C.QUEUED_ACTIVE, 120, what="queued again")
         high = Job(command=["sleep", "5"], queue="high", native_specification=[f"--cpus-per-task={cpus - 2}", on])
-        watches["high"] = Watch(sched, _submit(sched, high))
+        watches["high"] = Watch(sched, submit_one(sched, high))
         watches["low"].until(lambda s: s != C.RUNNING, 120, what="preempted")
         yield Started(sched, counters, watches, nodes[0])
 
@@ -267,9 +260,9 @@ def test_controller_state_lost_ids_given_again(cluster: dh.DrmsCluster) -> None:
     # a: its held job has no record once the state is lost (slurmdbd had none for it): it ends
     # failed / aborted after undetermined_timeout, made short here
     with _scheduler(cluster, undetermined_timeout=15) as a, _scheduler(cluster) as b:
-        ended = _submit(a, Job(command=["sh", "-c", "exit 3"]))
+        ended = submit_one(a, Job(command=["sh", "-c", "exit 3"]))
         Watch(a, ended).until_ended(120)
-        old = {"running": _submit(a, Job(command=["sleep", "600"])), "held": _submit(a, Job(command=["true"], hold=True))}
+        old = {"running": submit_one(a, Job(command=["sleep", "600"])), "held": submit_one(a, Job(command=["true"], hold=True))}
         Watch(a, old["running"]).until(lambda s: s == C.RUNNING, 120, what="running")
         assert a.get_job_status(old["held"]) == C.USER_ON_HOLD
         _wipe_state(cluster)
@@ -277,7 +270,7 @@ def test_controller_state_lost_ids_given_again(cluster: dh.DrmsCluster) -> None:
         # ids start again at 1: jobs of no one's up to the first old id, then b's get the old ids
         _root(cluster, f"runuser -u alice -- sh -c 'while [ $(sbatch --parsable -H -o /dev/null --wrap true) -lt "
                        f"{first - 1} ]; do :; done; scancel -u alice'")
-        new = {name: _submit(b, Job(command=["sh", "-c", f"sleep 3; exit {code}"])) for name, code in
+        new = {name: submit_one(b, Job(command=["sh", "-c", f"sleep 3; exit {code}"])) for name, code in
                (("running", 5), ("held", 6))}
         assert new == old, (new, old)  # the same ids
         watches = {f"a {name}": Watch(a, job_id) for name, job_id in old.items()}
